@@ -1,0 +1,1 @@
+"""Generated Strata contracts: strata.<layer>.v1."""
