@@ -58,6 +58,11 @@ class InferenceServiceStub:
                 request_serializer=strata_dot_inference_dot_v1_dot_inference__pb2.GenerateStreamRequest.SerializeToString,
                 response_deserializer=strata_dot_inference_dot_v1_dot_inference__pb2.GenerateStreamResponse.FromString,
                 _registered_method=True)
+        self.Tokenize = channel.unary_unary(
+                '/strata.inference.v1.InferenceService/Tokenize',
+                request_serializer=strata_dot_inference_dot_v1_dot_inference__pb2.TokenizeRequest.SerializeToString,
+                response_deserializer=strata_dot_inference_dot_v1_dot_inference__pb2.TokenizeResponse.FromString,
+                _registered_method=True)
         self.Rerank = channel.unary_unary(
                 '/strata.inference.v1.InferenceService/Rerank',
                 request_serializer=strata_dot_inference_dot_v1_dot_inference__pb2.RerankRequest.SerializeToString,
@@ -112,6 +117,15 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Tokenize(self, request, context):
+        """Tokenize counts how many of a model's own tokens each input has, so callers
+        can size chunks to the model's limit. Errors: NOT_FOUND for an unknown model;
+        INVALID_ARGUMENT for an empty input list or more inputs than the maximum batch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Rerank(self, request, context):
         """Rerank scores documents by relevance to a query, highest first.
         Errors: NOT_FOUND for an unknown model; INVALID_ARGUMENT for an empty query,
@@ -143,6 +157,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.GenerateStream,
                     request_deserializer=strata_dot_inference_dot_v1_dot_inference__pb2.GenerateStreamRequest.FromString,
                     response_serializer=strata_dot_inference_dot_v1_dot_inference__pb2.GenerateStreamResponse.SerializeToString,
+            ),
+            'Tokenize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Tokenize,
+                    request_deserializer=strata_dot_inference_dot_v1_dot_inference__pb2.TokenizeRequest.FromString,
+                    response_serializer=strata_dot_inference_dot_v1_dot_inference__pb2.TokenizeResponse.SerializeToString,
             ),
             'Rerank': grpc.unary_unary_rpc_method_handler(
                     servicer.Rerank,
@@ -262,6 +281,33 @@ class InferenceService:
             '/strata.inference.v1.InferenceService/GenerateStream',
             strata_dot_inference_dot_v1_dot_inference__pb2.GenerateStreamRequest.SerializeToString,
             strata_dot_inference_dot_v1_dot_inference__pb2.GenerateStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Tokenize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.inference.v1.InferenceService/Tokenize',
+            strata_dot_inference_dot_v1_dot_inference__pb2.TokenizeRequest.SerializeToString,
+            strata_dot_inference_dot_v1_dot_inference__pb2.TokenizeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,11 @@ class InferenceServiceStub:
     are produced, then one final message with the finish reason and usage.
     Cancelling the call stops generation at once. Errors: as Generate.
     """
+    Tokenize: _grpc.UnaryUnaryMultiCallable[_inference_pb2.TokenizeRequest, _inference_pb2.TokenizeResponse]
+    """Tokenize counts how many of a model's own tokens each input has, so callers
+    can size chunks to the model's limit. Errors: NOT_FOUND for an unknown model;
+    INVALID_ARGUMENT for an empty input list or more inputs than the maximum batch.
+    """
     Rerank: _grpc.UnaryUnaryMultiCallable[_inference_pb2.RerankRequest, _inference_pb2.RerankResponse]
     """Rerank scores documents by relevance to a query, highest first.
     Errors: NOT_FOUND for an unknown model; INVALID_ARGUMENT for an empty query,
@@ -99,6 +104,11 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     """GenerateStream completes a chat conversation as a stream: token deltas as they
     are produced, then one final message with the finish reason and usage.
     Cancelling the call stops generation at once. Errors: as Generate.
+    """
+    Tokenize: _aio.UnaryUnaryMultiCallable[_inference_pb2.TokenizeRequest, _inference_pb2.TokenizeResponse]  # type: ignore[assignment]
+    """Tokenize counts how many of a model's own tokens each input has, so callers
+    can size chunks to the model's limit. Errors: NOT_FOUND for an unknown model;
+    INVALID_ARGUMENT for an empty input list or more inputs than the maximum batch.
     """
     Rerank: _aio.UnaryUnaryMultiCallable[_inference_pb2.RerankRequest, _inference_pb2.RerankResponse]  # type: ignore[assignment]
     """Rerank scores documents by relevance to a query, highest first.
@@ -159,6 +169,17 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         """GenerateStream completes a chat conversation as a stream: token deltas as they
         are produced, then one final message with the finish reason and usage.
         Cancelling the call stops generation at once. Errors: as Generate.
+        """
+
+    @_abc_1.abstractmethod
+    def Tokenize(
+        self,
+        request: _inference_pb2.TokenizeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.TokenizeResponse, _abc.Awaitable[_inference_pb2.TokenizeResponse]]:
+        """Tokenize counts how many of a model's own tokens each input has, so callers
+        can size chunks to the model's limit. Errors: NOT_FOUND for an unknown model;
+        INVALID_ARGUMENT for an empty input list or more inputs than the maximum batch.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,191 @@
+"""The server runtime every Strata service shares.
+
+A layer describes itself as a `ServiceSpec` (what to register, how to open, probe
+and close its backend). `ManagedServer` turns that into a grpc.aio server with the
+shared interceptor, the standard health service and server reflection:
+
+- `start()` binds and serves at once (health answers NOT_SERVING), opens the
+  backend, then marks the service SERVING; RPCs before that get UNAVAILABLE.
+- A background probe re-checks the backend and flips health accordingly.
+- `stop(grace)` reports NOT_SERVING, lets in-flight calls finish within `grace`
+  seconds, then closes the backend.
+
+`run(...)` is the process entry point: settings, logging, signals, exit codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.runtime import logs
+from services.runtime.interceptor import ServiceInterceptor
+from services.runtime.settings import ConfigError, RuntimeSettings, load
+
+log = logging.getLogger("strata.server")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+# Generous message limits: vectors, SQL results and blob chunks are batched into few calls.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+S = TypeVar("S", bound=RuntimeSettings)
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _always_healthy() -> bool:
+    return True
+
+
+@dataclass
+class ServiceSpec:
+    """What a layer hands the runtime."""
+
+    # Full service names, e.g. "strata.vector.v1.VectorService", for health and reflection.
+    service_names: Sequence[str]
+    # Adds the servicer(s) to the server.
+    register: Callable[[grpc.aio.Server], None]
+    # Opens the backend (load snapshots, connect pools); runs after the port is bound.
+    open: Callable[[], Awaitable[None]] = _nothing
+    # True when the backend answers; polled for the health service.
+    probe: Callable[[], Awaitable[bool]] = _always_healthy
+    # Releases the backend after the server stopped.
+    close: Callable[[], Awaitable[None]] = _nothing
+    # Extra server options (e.g. message sizes).
+    options: Sequence[tuple[str, int]] = field(default_factory=tuple)
+
+
+class ManagedServer:
+    """A grpc.aio server plus the lifecycle of the backend behind it."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        address: str,
+        settings: RuntimeSettings,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self._ready = False
+        self._probe_task: asyncio.Task[None] | None = None
+        self.health = HealthServicer()
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+            *spec.options,
+        ]
+        self.server = grpc.aio.server(interceptors=[ServiceInterceptor(lambda: self._ready)], options=options)
+        spec.register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*spec.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
+        if self.port == 0:
+            raise OSError(f"could not bind {address}")
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", *self.spec.service_names):
+            await self.health.set(name, status)
+
+    async def start(self) -> None:
+        """Serve at once, open the backend, then report SERVING."""
+        await self._set_health(NOT_SERVING)
+        await self.server.start()
+        await self.spec.open()
+        self._ready = True
+        if await self._probe_safely():
+            await self._set_health(SERVING)
+        self._probe_task = asyncio.create_task(self._probe_loop())
+        log.info("serving", extra={"services": list(self.spec.service_names), "port": self.port})
+
+    async def _probe_safely(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.spec.probe(), timeout=10))
+        except Exception as exc:  # noqa: BLE001 - a failing probe is just "not healthy"
+            log.warning("backend probe failed", extra={"error": repr(exc)})
+            return False
+
+    async def _probe_loop(self) -> None:
+        last: bool | None = None
+        while True:
+            healthy = await self._probe_safely()
+            if healthy != last:
+                await self._set_health(SERVING if healthy else NOT_SERVING)
+                last = healthy
+            await asyncio.sleep(self.settings.health_probe_seconds)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, drain in-flight calls for up to `grace` seconds, close the backend."""
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        self._ready = False
+        await self.spec.close()
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def serve_until_signalled(server: ManagedServer, grace: float) -> None:
+    """Start, then stop cleanly on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    await stop.wait()
+    log.info("stopping", extra={"grace_seconds": grace})
+    try:
+        await asyncio.wait_for(server.stop(grace), timeout=grace + 5)
+    except TimeoutError:
+        log.error("backend did not close in time")
+    log.info("stopped")
+
+
+def run(settings_cls: type[S], make_server: Callable[[S], tuple[ManagedServer, int]]) -> None:
+    """Process entry point: load settings (exit 2 naming a bad variable), log, serve until signalled."""
+    try:
+        settings = load(settings_cls)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logs.configure(settings.log_level, settings.log_format)
+
+    async def main() -> None:
+        server, _port = make_server(settings)
+        await serve_until_signalled(server, settings.shutdown_grace_seconds)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        raise SystemExit(1) from None
