@@ -13,5 +13,9 @@ os.environ.setdefault("STRATA_LOG_LEVEL", "warning")
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     # Settings are read from the environment; a developer's STRATA_* must not leak into tests.
     for name in list(os.environ):
-        if name.startswith("STRATA_") and name not in ("STRATA_REQUIRE_BACKENDS", "STRATA_LOG_LEVEL"):
+        if name.startswith("STRATA_") and name not in (
+            "STRATA_REQUIRE_BACKENDS",
+            "STRATA_LOG_LEVEL",
+            "STRATA_CONFORMANCE_ADDR",
+        ):
             monkeypatch.delenv(name, raising=False)

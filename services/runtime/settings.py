@@ -35,7 +35,7 @@ SETTINGS_MODULES = (
 )
 
 # Read by the test suite and benchmarks, not by servers.
-TOOLING_VARIABLES = frozenset({"STRATA_REQUIRE_BACKENDS", "STRATA_BENCH_QUICK"})
+TOOLING_VARIABLES = frozenset({"STRATA_REQUIRE_BACKENDS", "STRATA_BENCH_QUICK", "STRATA_CONFORMANCE_ADDR"})
 
 
 class ConfigError(ValueError):
