@@ -23,7 +23,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.runtime.errors import ERROR_DOMAIN, StrataError, Unavailable
+from services.runtime.errors import ERROR_DOMAIN, StrataError, Unavailable, Unimplemented
 
 access_log = logging.getLogger("strata.access")
 error_log = logging.getLogger("strata.errors")
@@ -44,6 +44,9 @@ def status_for(error: StrataError) -> grpc.Status:
 def _as_strata_error(exc: BaseException, method: str) -> StrataError:
     if isinstance(exc, StrataError):
         return exc
+    if isinstance(exc, NotImplementedError):
+        # What the generated base servicer raises for an RPC this server does not implement.
+        return Unimplemented(f"{method} is not implemented by this server", reason="UNIMPLEMENTED")
     if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -1,0 +1,1 @@
+"""The Strata gateway: the RAG application composed from the four layer services."""

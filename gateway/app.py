@@ -1,0 +1,73 @@
+"""The gateway's core: collections, documents and retrieval over the four layers, plus its lifecycle.
+
+The gRPC servicer and the REST adapter are both thin adapters over this one object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway.catalog import Catalog
+from gateway.collections import Collections, ensure_storage
+from gateway.config import GatewaySettings
+from gateway.deps import Deps
+from gateway.documents import Documents
+from gateway.retrieval import Retrieval
+from gateway.sql import Sql
+from gateway.upstreams import Upstreams
+from services.runtime.errors import StrataError
+
+log = logging.getLogger("strata.gateway")
+
+
+class RagApp:
+    def __init__(self, settings: GatewaySettings) -> None:
+        upstreams = Upstreams(
+            inference=settings.inference_addr,
+            vector=settings.vector_addr,
+            metadata=settings.metadata_addr,
+            blob=settings.blob_addr,
+            timeout=settings.upstream_timeout_seconds,
+            concurrency=settings.upstream_concurrency,
+        )
+        self.deps = Deps(settings, upstreams, Catalog(Sql(upstreams.metadata, settings.database)))
+        self.collections = Collections(self.deps)
+        self.documents = Documents(self.deps, self.collections)
+        self.retrieval = Retrieval(self.deps, self.collections)
+        self._recovery: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Wait for the layers, make sure storage exists, then clean up what a crash left behind."""
+        delay = 0.1
+        while True:
+            try:
+                await ensure_storage(self.deps)
+                break
+            except StrataError as exc:
+                log.warning("waiting for the layers", extra={"error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self._recovery = asyncio.create_task(self.recover())
+
+    async def recover(self) -> None:
+        try:
+            for name in await self.deps.catalog.collections_in_state("deleting"):
+                await self.collections.finish_delete(name)
+            for name in await self.deps.catalog.collections_in_state("creating"):
+                await self.deps.catalog.set_collection_state(name, "deleting")
+                await self.collections.finish_delete(name)
+            cleaned = await self.documents.recover()
+            if cleaned:
+                log.info("recovered interrupted ingests", extra={"documents": cleaned})
+        except StrataError as exc:
+            log.warning("recovery incomplete; it runs again at the next start", extra={"error": str(exc)})
+
+    async def probe(self) -> bool:
+        """SERVING only while every layer is."""
+        return all((await self.deps.upstreams.status()).values())
+
+    async def close(self) -> None:
+        if self._recovery is not None and not self._recovery.done():
+            self._recovery.cancel()
+        await self.deps.upstreams.close()
