@@ -1,0 +1,71 @@
+"""The whole Strata stack in one test process: four layers and the gateway, each on port 0."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.config import GatewaySettings
+from tests.support.servers import serve_in_thread, wait_serving
+
+LAYERS = {
+    "inference": ("services.inference.server", "services.inference.config", "InferenceSettings"),
+    "vector": ("services.vector.server", "services.vector.config", "VectorSettings"),
+    "metadata": ("services.metadata.server", "services.metadata.config", "MetadataSettings"),
+    "blob": ("services.blob.server", "services.blob.config", "BlobSettings"),
+}
+
+
+@dataclass
+class Stack:
+    gateway: str
+    layers: dict[str, str]
+    data_dir: Path
+
+
+def layer_settings(layer: str, data_dir: Path, **overrides: Any) -> Any:
+    _server, config_module, cls_name = LAYERS[layer]
+    cls = getattr(importlib.import_module(config_module), cls_name)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {"data_dir": data_dir, "log_level": "warning", **overrides}
+    return cls(**{k: v for k, v in values.items() if k in fields})
+
+
+@contextlib.contextmanager
+def serve_layer(layer: str, data_dir: Path, **overrides: Any) -> Iterator[str]:
+    server_module = importlib.import_module(LAYERS[layer][0])
+    settings = layer_settings(layer, data_dir, **overrides)
+    with serve_in_thread(lambda: server_module.create_server("127.0.0.1:0", settings)) as address:
+        yield address
+
+
+@contextlib.contextmanager
+def serve_gateway(layers: dict[str, str], **overrides: Any) -> Iterator[str]:
+    from gateway.server import create_server
+
+    settings = GatewaySettings(
+        inference_addr=layers["inference"],
+        vector_addr=layers["vector"],
+        metadata_addr=layers["metadata"],
+        blob_addr=layers["blob"],
+        rest_listen="",
+        log_level="warning",
+        health_probe_seconds=0.2,
+        **overrides,
+    )
+    with serve_in_thread(lambda: create_server("127.0.0.1:0", settings)) as address:
+        wait_serving(address, 60)
+        yield address
+
+
+@contextlib.contextmanager
+def run_stack(data_dir: Path, **gateway_overrides: Any) -> Iterator[Stack]:
+    with contextlib.ExitStack() as stack:
+        layers = {name: stack.enter_context(serve_layer(name, data_dir)) for name in LAYERS}
+        gateway = stack.enter_context(serve_gateway(layers, **gateway_overrides))
+        yield Stack(gateway, layers, data_dir)
