@@ -1,0 +1,1 @@
+"""Blob storage backends behind one Protocol (`base.BlobBackend`)."""

@@ -1,0 +1,383 @@
+"""The blob service's logic, independent of gRPC: validation, preconditions, ranges, paging, streaming.
+
+Backends block, so every call into one runs in a worker thread; content moves in
+bounded chunks in both directions so an object of any size costs O(chunk) memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from services.blob import names, paging
+from services.blob.backends.base import BlobBackend, BucketInfo, ObjectInfo, ObjectReader, PartInfo
+from services.blob.conditions import Conditions, resolve_range
+from services.runtime.errors import InvalidArgument, NotFound
+
+MAX_PART_NUMBER = 10_000
+MAX_PART_BYTES = 5 * 1024**3
+
+T = TypeVar("T")
+_DONE = object()
+
+
+async def _run(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.to_thread(fn, *args)
+
+
+@dataclass(frozen=True)
+class ObjectPage:
+    objects: list[ObjectInfo]
+    common_prefixes: list[str]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class Download:
+    info: ObjectInfo
+    offset: int
+    length: int
+    chunks: AsyncIterator[bytes]
+
+
+class _Buffer:
+    """Collects small incoming chunks so the backend sees few, large writes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> bytes | None:
+        self.parts.append(data)
+        self.size += len(data)
+        return self.take() if self.size >= self.limit else None
+
+    def take(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts, self.size = [], 0
+        return data
+
+
+def _object_name(bucket: str, key: str) -> str:
+    return f"object {key!r} in bucket {bucket!r}"
+
+
+class BlobStore:
+    def __init__(self, backend: BlobBackend, chunk_bytes: int) -> None:
+        self.backend = backend
+        self.chunk_bytes = chunk_bytes
+
+    async def open(self) -> None:
+        await _run(self.backend.open)
+
+    async def close(self) -> None:
+        await _run(self.backend.close)
+
+    async def probe(self) -> bool:
+        return await _run(self.backend.probe)
+
+    # buckets
+
+    async def create_bucket(self, name: str) -> BucketInfo:
+        return await _run(self.backend.create_bucket, names.bucket_name(name))
+
+    async def list_buckets(self, page_size: int, page_token: str) -> tuple[list[BucketInfo], str]:
+        size = paging.page_size(page_size)
+        after, _ = paging.decode("buckets", page_token)
+        buckets = [b for b in await _run(self.backend.list_buckets) if b.name > after]
+        page = buckets[:size]
+        token = paging.encode("buckets", page[-1].name) if len(buckets) > size else ""
+        return page, token
+
+    async def delete_bucket(self, name: str) -> None:
+        await _run(self.backend.delete_bucket, names.bucket_name(name))
+
+    # objects
+
+    async def put_object(
+        self,
+        bucket: str,
+        key: str,
+        content_type: str,
+        metadata: Mapping[str, str],
+        conditions: Conditions,
+        chunks: AsyncIterator[bytes],
+    ) -> ObjectInfo:
+        names.bucket_name(bucket)
+        names.object_key(key)
+        content_type = names.content_type(content_type)
+        metadata = names.metadata(metadata)
+        what = _object_name(bucket, key)
+        if conditions.if_match or conditions.if_none_match:
+            # Fail before the upload when we already can; the commit checks again atomically.
+            conditions.check(await _run(self.backend.head_object, bucket, key), what)
+        writer = await _run(self.backend.new_object, bucket, key, content_type, metadata)
+        try:
+            await self._pump(chunks, writer.write)
+            return await _run(writer.commit, lambda current: conditions.check(current, what))
+        except BaseException:
+            await _run(writer.abort)
+            raise
+
+    async def _pump(self, chunks: AsyncIterator[bytes], write: Callable[[bytes], None], limit: int = 0) -> int:
+        buffer = _Buffer(self.chunk_bytes)
+        total = 0
+        async for chunk in chunks:
+            total += len(chunk)
+            if limit and total > limit:
+                raise InvalidArgument(f"a part may hold at most {limit} bytes", reason="PART_TOO_LARGE")
+            full = buffer.add(chunk)
+            if full is not None:
+                await _run(write, full)
+        if buffer.size:
+            await _run(write, buffer.take())
+        return total
+
+    async def get_object(
+        self, bucket: str, key: str, conditions: Conditions, byte_range: tuple[int, int, int] | None
+    ) -> Download:
+        reader = await self._open(bucket, key)
+        try:
+            conditions.check(reader.info, _object_name(bucket, key))
+            offset, length = (
+                (0, reader.info.size) if byte_range is None else resolve_range(reader.info.size, *byte_range)
+            )
+        except BaseException:
+            await _run(reader.close)
+            raise
+        return Download(reader.info, offset, length, self._stream(reader, offset, length))
+
+    async def _open(self, bucket: str, key: str) -> ObjectReader:
+        names.bucket_name(bucket)
+        names.object_key(key)
+        reader = await _run(self.backend.open_object, bucket, key)
+        if reader is None:
+            raise NotFound(
+                f"{_object_name(bucket, key)} does not exist",
+                reason="OBJECT_NOT_FOUND",
+                metadata={"bucket": bucket, "key": key},
+            )
+        return reader
+
+    async def _stream(self, reader: ObjectReader, offset: int, length: int) -> AsyncIterator[bytes]:
+        chunks: Iterator[bytes] = reader.read(offset, length, self.chunk_bytes)
+        try:
+            while True:
+                chunk = await _run(next, chunks, _DONE)
+                if chunk is _DONE:
+                    return
+                yield chunk  # type: ignore[misc]
+        finally:
+            await _run(reader.close)
+
+    async def head_object(self, bucket: str, key: str, conditions: Conditions) -> ObjectInfo:
+        names.bucket_name(bucket)
+        names.object_key(key)
+        info = await _run(self.backend.head_object, bucket, key)
+        if info is None:
+            raise NotFound(
+                f"{_object_name(bucket, key)} does not exist",
+                reason="OBJECT_NOT_FOUND",
+                metadata={"bucket": bucket, "key": key},
+            )
+        conditions.check(info, _object_name(bucket, key))
+        return info
+
+    async def delete_object(self, bucket: str, key: str, if_match: str) -> None:
+        names.bucket_name(bucket)
+        names.object_key(key)
+        conditions = Conditions(if_match=if_match)
+        what = _object_name(bucket, key)
+        await _run(self.backend.delete_object, bucket, key, lambda current: conditions.check(current, what))
+
+    async def list_objects(
+        self, bucket: str, prefix: str, delimiter: str, start_after: str, page_size: int, page_token: str
+    ) -> ObjectPage:
+        names.bucket_name(bucket)
+        size = paging.page_size(page_size)
+        after, skip = paging.decode("objects", page_token)
+        if start_after > after:
+            after, skip = start_after, ""
+        return await _run(self._list_page, bucket, prefix, delimiter, after, skip, size)
+
+    def _list_page(self, bucket: str, prefix: str, delimiter: str, after: str, skip: str, size: int) -> ObjectPage:
+        objects: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        last = ""
+        for info in self.backend.iter_objects(bucket, prefix, after):
+            if skip and info.key.startswith(skip):
+                continue
+            common = ""
+            if delimiter:
+                cut = info.key.find(delimiter, len(prefix))
+                if cut >= 0:
+                    common = info.key[: cut + len(delimiter)]
+            if len(objects) + len(prefixes) == size:
+                # One more entry exists: this page is full and there is a next one.
+                token = paging.encode("objects", last, last if prefixes and prefixes[-1] == last else "")
+                return ObjectPage(objects, prefixes, token)
+            if common:
+                prefixes.append(common)
+                skip = last = common
+            else:
+                objects.append(info)
+                last = info.key
+        return ObjectPage(objects, prefixes, "")
+
+    async def copy_object(
+        self,
+        source_bucket: str,
+        source_key: str,
+        bucket: str,
+        key: str,
+        replace_metadata: bool,
+        content_type: str,
+        metadata: Mapping[str, str],
+        source_conditions: Conditions,
+        conditions: Conditions,
+    ) -> ObjectInfo:
+        names.bucket_name(bucket)
+        names.object_key(key, "destination key")
+        if replace_metadata:
+            content_type = names.content_type(content_type)
+            metadata = names.metadata(metadata)
+        reader = await self._open(source_bucket, source_key)
+        try:
+            source_conditions.check(reader.info, _object_name(source_bucket, source_key))
+            if not replace_metadata:
+                content_type, metadata = reader.info.content_type, reader.info.metadata
+            what = _object_name(bucket, key)
+            return await _run(
+                self.backend.copy_object,
+                reader,
+                bucket,
+                key,
+                content_type,
+                metadata,
+                lambda current: conditions.check(current, what),
+            )
+        finally:
+            await _run(reader.close)
+
+    # multipart uploads
+
+    async def create_upload(self, bucket: str, key: str, content_type: str, metadata: Mapping[str, str]) -> str:
+        names.bucket_name(bucket)
+        names.object_key(key)
+        return await _run(
+            self.backend.create_upload, bucket, key, names.content_type(content_type), names.metadata(metadata)
+        )
+
+    async def upload_part(
+        self, bucket: str, key: str, upload_id: str, part_number: int, chunks: AsyncIterator[bytes]
+    ) -> PartInfo:
+        names.bucket_name(bucket)
+        names.object_key(key)
+        _upload_id(upload_id)
+        if not 1 <= part_number <= MAX_PART_NUMBER:
+            raise InvalidArgument(
+                f"part number {part_number} is outside 1..{MAX_PART_NUMBER}",
+                reason="INVALID_PART_NUMBER",
+                metadata={"part_number": str(part_number)},
+            )
+        writer = await _run(self.backend.new_part, bucket, key, upload_id, part_number)
+        try:
+            await self._pump(chunks, writer.write, MAX_PART_BYTES)
+            return await _run(writer.commit)
+        except BaseException:
+            await _run(writer.abort)
+            raise
+
+    async def list_parts(
+        self, bucket: str, key: str, upload_id: str, page_size: int, page_token: str
+    ) -> tuple[list[PartInfo], str]:
+        names.bucket_name(bucket)
+        names.object_key(key)
+        _upload_id(upload_id)
+        size = paging.page_size(page_size)
+        after, _ = paging.decode("parts", page_token)
+        try:
+            after_number = int(after or 0)
+        except ValueError:
+            raise InvalidArgument(
+                "page_token is not a token this listing returned", reason="INVALID_PAGE_TOKEN"
+            ) from None
+        parts = [p for p in await _run(self.backend.list_parts, bucket, key, upload_id) if p.part_number > after_number]
+        page = parts[:size]
+        token = paging.encode("parts", str(page[-1].part_number)) if len(parts) > size else ""
+        return page, token
+
+    async def complete_upload(
+        self, bucket: str, key: str, upload_id: str, wanted: Sequence[tuple[int, str]], conditions: Conditions
+    ) -> ObjectInfo:
+        names.bucket_name(bucket)
+        names.object_key(key)
+        _upload_id(upload_id)
+        if not wanted:
+            raise InvalidArgument("the part list is empty; name at least one part", reason="NO_PARTS")
+        numbers = [number for number, _ in wanted]
+        if any(b <= a for a, b in itertools.pairwise(numbers)):
+            raise InvalidArgument(
+                f"parts must be listed in strictly ascending order of part number; got {numbers[:20]}",
+                reason="PARTS_NOT_ASCENDING",
+            )
+        uploaded = {p.part_number: p for p in await _run(self.backend.list_parts, bucket, key, upload_id)}
+        chosen: list[PartInfo] = []
+        for index, (number, etag) in enumerate(wanted):
+            part = uploaded.get(number)
+            if part is None:
+                raise InvalidArgument(
+                    f"part {number} was never uploaded to upload {upload_id!r}",
+                    reason="PART_MISSING",
+                    metadata={"part_number": str(number)},
+                )
+            if names.etag(etag) != part.etag:
+                raise InvalidArgument(
+                    f"part {number} has ETag {part.etag!r}, not {names.etag(etag)!r}",
+                    reason="PART_ETAG_MISMATCH",
+                    metadata={"part_number": str(number)},
+                )
+            if index < len(wanted) - 1 and part.size < self.backend.min_part_bytes:
+                raise InvalidArgument(
+                    f"part {number} has {part.size} bytes; every part but the last needs at least "
+                    f"{self.backend.min_part_bytes} bytes on this backend",
+                    reason="PART_TOO_SMALL",
+                    metadata={"part_number": str(number)},
+                )
+            chosen.append(part)
+        etag = multipart_etag([p.etag for p in chosen])
+        what = _object_name(bucket, key)
+        conditions.check(await _run(self.backend.head_object, bucket, key), what)
+        return await _run(
+            self.backend.complete_upload,
+            bucket,
+            key,
+            upload_id,
+            chosen,
+            etag,
+            lambda current: conditions.check(current, what),
+        )
+
+    async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        names.bucket_name(bucket)
+        names.object_key(key)
+        _upload_id(upload_id)
+        await _run(self.backend.abort_upload, bucket, key, upload_id)
+
+
+def multipart_etag(part_etags: Sequence[str]) -> str:
+    """S3's multipart ETag: MD5 of the concatenated binary part MD5s, then '-' and the part count."""
+    digest = hashlib.md5(b"".join(bytes.fromhex(e) for e in part_etags)).hexdigest()
+    return f"{digest}-{len(part_etags)}"
+
+
+def _upload_id(upload_id: str) -> str:
+    # Ids name folders and S3 query parameters: refuse anything with a path or control character.
+    if not upload_id or len(upload_id) > 1024 or any(c in upload_id for c in "/\\\x00") or upload_id in (".", ".."):
+        raise NotFound(f"no multipart upload {upload_id[:80]!r}", reason="UPLOAD_NOT_FOUND")
+    return upload_id
