@@ -1,0 +1,474 @@
+"""One FAISS index in memory, with its log and snapshots.
+
+Concurrency: `_writer` (a mutex) serialises mutations and snapshots; validation, planning
+and the fsynced log append happen under it but outside `_rw`. Only the short in-memory
+apply (FAISS add/remove plus the id maps) holds `_rw` exclusively, so searches wait for at
+most one apply and never for a disk write, and a reader never sees half a batch. Searches
+hold `_rw` shared while they search AND while they turn FAISS ids into records, so results
+and records always come from the same state.
+
+Internal int64 ids are never reused: an upsert of an existing key gets a new id and the old
+one is removed (flat: one `remove_ids` per batch, as it costs O(N) per call) or tombstoned
+(HNSW, which cannot remove; tombstones are excluded with an ID selector).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import pickle
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from services.runtime.errors import FailedPrecondition, NotFound
+from services.vector.backends import faiss_storage as storage
+from services.vector.backends.faiss_locks import ReadWriteLock
+from services.vector.backends.faiss_postings import Postings
+from services.vector.filters import Filter
+from services.vector.model import (
+    IndexInfo,
+    IndexSpec,
+    IndexType,
+    Match,
+    Metadata,
+    Metric,
+    Page,
+    Vector32,
+    VectorBatch,
+    VectorKey,
+    VectorRecord,
+    WriteResult,
+)
+
+log = logging.getLogger("strata.vector.faiss")
+
+SNAPSHOT_FORMAT = 1
+# Below this many candidates an HNSW filtered query is answered exactly over the candidates:
+# graph search with a very selective selector may find fewer than top_k of them.
+HNSW_EXACT_BELOW = 20_000
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    vector: Vector32
+    top_k: int
+    include_values: bool
+    include_metadata: bool
+
+
+class _Record:
+    __slots__ = ("key", "metadata", "raw")
+
+    def __init__(self, key: VectorKey, metadata: Metadata, raw: Vector32 | None) -> None:
+        self.key = key
+        self.metadata = metadata
+        self.raw = raw  # the caller's values, kept only for cosine (FAISS holds them normalised)
+
+
+def _new_faiss_index(spec: IndexSpec) -> Any:
+    metric = faiss.METRIC_L2 if spec.metric is Metric.EUCLIDEAN else faiss.METRIC_INNER_PRODUCT
+    inner: Any
+    if spec.index_type is IndexType.HNSW:
+        assert spec.hnsw is not None
+        inner = faiss.IndexHNSWFlat(spec.dimensions, spec.hnsw.m, metric)
+        inner.hnsw.efConstruction = spec.hnsw.ef_construction
+        inner.hnsw.efSearch = spec.hnsw.ef_search
+    elif metric == faiss.METRIC_L2:
+        inner = faiss.IndexFlatL2(spec.dimensions)
+    else:
+        inner = faiss.IndexFlatIP(spec.dimensions)
+    return faiss.IndexIDMap2(inner)
+
+
+def _normalised(values: Vector32) -> Vector32:
+    out = np.array(values, dtype=np.float32, copy=True)
+    faiss.normalize_L2(out)
+    return out
+
+
+class FaissIndex:
+    def __init__(self, spec: IndexSpec, directory: Path) -> None:
+        self.spec = spec
+        self.directory = directory
+        self.closed = False
+        self._writer = threading.Lock()
+        self._snapshotting = threading.Lock()
+        self._rw = ReadWriteLock()
+        self._index = _new_faiss_index(spec)
+        self._records: dict[int, _Record] = {}
+        self._by_key: dict[VectorKey, int] = {}
+        self._namespaces: dict[str, set[int]] = {}
+        self._postings = Postings()
+        self._dead: set[int] = set()
+        self._next_id = 0
+        self.last_mutation_id = 0
+        self._sorted: tuple[list[tuple[bytes, bytes]], list[VectorKey]] | None = None
+        self._log: storage.LogWriter | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def load(self) -> int:
+        """Load the snapshot, replay the log after it; returns the number of entries replayed."""
+        snapshot = self.directory / storage.SNAPSHOT_FILE
+        if snapshot.exists():
+            self._restore(pickle.loads(snapshot.read_bytes()))
+        replayed = 0
+        for entry in storage.replay_log(self.directory, self.spec.dimensions):
+            if entry.mutation_id <= self.last_mutation_id:
+                continue  # a snapshot already holds it (crash between snapshot and log cleanup)
+            self._apply(entry)
+            replayed += 1
+        self._log = storage.LogWriter(self.directory, self.last_mutation_id + 1)
+        self._log.entries = replayed
+        if replayed:
+            self._log.first_entry_time = time.monotonic()
+        return replayed
+
+    def close(self) -> None:
+        with self._writer:
+            self.closed = True
+            if self._log is not None:
+                self._log.close()
+
+    def _live(self) -> None:
+        if self.closed:
+            raise NotFound(f"index {self.spec.name!r} does not exist", reason="INDEX_NOT_FOUND")
+
+    # ---- writes ----------------------------------------------------------------------
+
+    def write(self, batch: VectorBatch, replace: bool) -> WriteResult:
+        with self._writer:
+            self._live()
+            if replace:
+                keep = list(range(len(batch.keys)))
+                skipped: list[VectorKey] = []
+            else:
+                keep = [i for i, key in enumerate(batch.keys) if key not in self._by_key]
+                skipped = [key for key in batch.keys if key in self._by_key]
+            entry = storage.LogEntry(
+                self.last_mutation_id + 1,
+                "upsert",
+                [batch.keys[i] for i in keep],
+                batch.values[keep] if len(keep) != len(batch.keys) else batch.values,
+                [batch.metadata[i] for i in keep],
+            )
+            self._commit(entry)
+            return WriteResult(entry.mutation_id, len(keep), skipped)
+
+    def delete_keys(self, keys: list[VectorKey]) -> WriteResult:
+        with self._writer:
+            self._live()
+            present = [key for key in dict.fromkeys(keys) if key in self._by_key]
+            entry = storage.LogEntry(self.last_mutation_id + 1, "delete", present)
+            self._commit(entry)
+            return WriteResult(entry.mutation_id, len(present))
+
+    def delete_matching(self, where: Filter, namespace: str | None) -> WriteResult:
+        with self._writer:
+            self._live()
+            # Only this thread mutates, so reading the maps without `_rw` is consistent.
+            ids = self._candidates(where, namespace)
+            keys = sorted((self._records[i].key for i in ids), key=VectorKey.sort_key)
+            entry = storage.LogEntry(self.last_mutation_id + 1, "delete", keys)
+            self._commit(entry)
+            return WriteResult(entry.mutation_id, len(keys))
+
+    def _commit(self, entry: storage.LogEntry) -> None:
+        assert self._log is not None
+        self._log.append(entry, time.monotonic())
+        self._apply(entry)
+
+    def _apply(self, entry: storage.LogEntry) -> None:
+        """Make a logged mutation visible; the exclusive section holds no I/O."""
+        old = [self._by_key[key] for key in entry.keys if key in self._by_key]
+        new_ids = None
+        vectors = None
+        if entry.op == "upsert":
+            assert entry.values is not None and entry.metadata is not None
+            new_ids = np.arange(self._next_id, self._next_id + len(entry.keys), dtype=np.int64)
+            vectors = _normalised(entry.values) if self.spec.metric is Metric.COSINE else entry.values
+        with self._rw.write():
+            if old:
+                if self.spec.index_type is IndexType.HNSW:
+                    self._dead.update(old)
+                else:
+                    self._index.remove_ids(np.asarray(old, dtype=np.int64))
+                for internal in old:
+                    record = self._records.pop(internal)
+                    del self._by_key[record.key]
+                    members = self._namespaces[record.key.namespace]
+                    members.discard(internal)
+                    if not members:
+                        del self._namespaces[record.key.namespace]
+                    self._postings.remove(internal, record.metadata)
+            if new_ids is not None and len(new_ids):
+                assert entry.values is not None and entry.metadata is not None
+                self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), new_ids)
+                keep_raw = self.spec.metric is Metric.COSINE
+                for row, (internal, key) in enumerate(zip(new_ids.tolist(), entry.keys, strict=True)):
+                    metadata = entry.metadata[row]
+                    raw = np.array(entry.values[row], dtype=np.float32) if keep_raw else None
+                    self._records[internal] = _Record(key, metadata, raw)
+                    self._by_key[key] = internal
+                    self._namespaces.setdefault(key.namespace, set()).add(internal)
+                    self._postings.add(internal, metadata)
+                self._next_id += len(new_ids)
+            if old or (new_ids is not None and len(new_ids)):
+                self._sorted = None
+            self.last_mutation_id = entry.mutation_id
+
+    # ---- snapshots -------------------------------------------------------------------
+
+    def needs_snapshot(self, now: float, interval: float, max_bytes: int, max_entries: int) -> bool:
+        log_ = self._log
+        if log_ is None or self.closed or not log_.entries:
+            return False
+        started = log_.first_entry_time or now
+        return log_.bytes >= max_bytes or log_.entries >= max_entries or now - started >= interval
+
+    def snapshot(self) -> bool:
+        """Write the state atomically and drop the log it covers; False if nothing to do."""
+        with self._snapshotting:
+            with self._writer:
+                if self.closed or self._log is None or not self._log.entries:
+                    return False
+                state = self._state()
+                self._log.rotate(self.last_mutation_id + 1)
+                self._log.reset_counters()
+            storage.write_atomically(self.directory / storage.SNAPSHOT_FILE, pickle.dumps(state, protocol=5))
+            with self._writer:
+                if not self.closed and self._log is not None:
+                    self._log.forget_before_current()
+            return True
+
+    def _state(self) -> dict[str, Any]:
+        internal = list(self._records)
+        records = [
+            (i, self._records[i].key.namespace, self._records[i].key.id, self._records[i].metadata) for i in internal
+        ]
+        raw = None
+        if self.spec.metric is Metric.COSINE and internal:
+            raw = np.stack([self._records[i].raw for i in internal])  # type: ignore[misc]
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "mutation_id": self.last_mutation_id,
+            "next_id": self._next_id,
+            "index": faiss.serialize_index(self._index),
+            "records": records,
+            "raw": raw,
+            "dead": sorted(self._dead),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("format") != SNAPSHOT_FORMAT:
+            raise RuntimeError(f"{self.directory}: unknown snapshot format {state.get('format')!r}")
+        self._index = faiss.deserialize_index(state["index"])
+        if self.spec.index_type is IndexType.HNSW:
+            assert self.spec.hnsw is not None
+            faiss.downcast_index(self._index.index).hnsw.efSearch = self.spec.hnsw.ef_search  # type: ignore[attr-defined]
+        raw = state["raw"]
+        for row, (internal, namespace, vid, metadata) in enumerate(state["records"]):
+            key = VectorKey(namespace, vid)
+            self._records[internal] = _Record(key, metadata, None if raw is None else raw[row])
+            self._by_key[key] = internal
+            self._namespaces.setdefault(namespace, set()).add(internal)
+            self._postings.add(internal, metadata)
+        self._dead = set(state["dead"])
+        self._next_id = state["next_id"]
+        self.last_mutation_id = state["mutation_id"]
+
+    # ---- reads -----------------------------------------------------------------------
+
+    def info(self) -> IndexInfo:
+        return IndexInfo(self.spec, len(self._records), self.last_mutation_id)
+
+    def _candidates(self, where: Filter | None, namespace: str | None) -> set[int]:
+        """Ids allowed by a namespace and a filter (at least one of them is set)."""
+        scope: set[int] | None = None
+        if namespace is not None:
+            scope = self._namespaces.get(namespace, set())
+        if where is None:
+            assert scope is not None
+            return scope
+        universe = (lambda: scope) if scope is not None else (lambda: set(self._records))
+        matched = self._postings.evaluate(where, universe)  # type: ignore[arg-type]
+        return matched if scope is None else matched & scope
+
+    def _values(self, internal: int) -> Vector32:
+        record = self._records[internal]
+        if record.raw is not None:
+            return record.raw
+        return np.asarray(self._index.reconstruct(internal), dtype=np.float32)
+
+    def _to_record(self, internal: int, values: bool = True, metadata: bool = True) -> VectorRecord:
+        record = self._records[internal]
+        return VectorRecord(
+            record.key,
+            self._values(internal) if values else None,
+            record.metadata if metadata else None,
+        )
+
+    def _score(self, distance: float) -> float:
+        if self.spec.metric is Metric.EUCLIDEAN:
+            return float(np.sqrt(max(distance, 0.0)))
+        return float(distance)
+
+    def _matches(self, distances: Any, ids: Any, request: SearchRequest) -> list[Match]:
+        out = []
+        for distance, internal in zip(distances.tolist(), ids.tolist(), strict=True):
+            if internal < 0 or internal not in self._records:
+                continue
+            record = self._records[internal]
+            out.append(
+                Match(
+                    record.key,
+                    self._score(distance),
+                    self._values(internal) if request.include_values else None,
+                    record.metadata if request.include_metadata else None,
+                )
+            )
+            if len(out) == request.top_k:
+                break
+        return out
+
+    def _prepare(self, vectors: Vector32) -> Vector32:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.spec.dimensions)
+        return _normalised(vectors) if self.spec.metric is Metric.COSINE else vectors
+
+    def _params(self, selector: Any) -> Any:
+        if self.spec.index_type is IndexType.HNSW:
+            assert self.spec.hnsw is not None
+            return faiss.SearchParametersHNSW(efSearch=self.spec.hnsw.ef_search, sel=selector)  # type: ignore[attr-defined]
+        return None if selector is None else faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+
+    def search_many(self, requests: list[SearchRequest]) -> list[list[Match]]:
+        """Unfiltered searches in one FAISS call (the micro-batch path)."""
+        queries = self._prepare(np.stack([r.vector for r in requests]))
+        with self._rw.read():
+            if self.closed:
+                raise NotFound(f"index {self.spec.name!r} does not exist", reason="INDEX_NOT_FOUND")
+            live = len(self._records)
+            if not live:
+                return [[] for _ in requests]
+            k = min(max(r.top_k for r in requests), live)
+            selector = None
+            if self._dead:
+                selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._dead, dtype=np.int64)))
+            params = self._params(selector)
+            distances, ids = self._index.search(queries, k, params=params)
+            return [self._matches(distances[i], ids[i], r) for i, r in enumerate(requests)]
+
+    def search_filtered(self, request: SearchRequest, where: Filter | None, namespace: str | None) -> list[Match]:
+        query = self._prepare(request.vector)
+        with self._rw.read():
+            if self.closed:
+                raise NotFound(f"index {self.spec.name!r} does not exist", reason="INDEX_NOT_FOUND")
+            if namespace is not None and namespace not in self._namespaces:
+                raise NotFound(
+                    f"namespace {namespace!r} does not exist in index {self.spec.name!r}",
+                    reason="NAMESPACE_NOT_FOUND",
+                    metadata={"index": self.spec.name, "namespace": namespace},
+                )
+            candidates = self._candidates(where, namespace)
+            if not candidates:
+                return []
+            wanted = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
+            k = min(request.top_k, len(wanted))
+            if self.spec.index_type is IndexType.HNSW and len(wanted) < HNSW_EXACT_BELOW:
+                return self._exact(query, wanted, k, request)
+            selector = faiss.IDSelectorBatch(wanted)
+            distances, ids = self._index.search(query, k, params=self._params(selector))
+            found = self._matches(distances[0], ids[0], request)
+            if len(found) < k:
+                return self._exact(query, wanted, k, request)
+            return found
+
+    def _exact(self, query: Vector32, wanted: Any, k: int, request: SearchRequest) -> list[Match]:
+        """Brute force over a candidate set: the fallback when a graph search comes up short."""
+        stored = np.vstack([self._index.reconstruct(int(i)) for i in wanted]).astype(np.float32)
+        if self.spec.metric is Metric.EUCLIDEAN:
+            distances = faiss.pairwise_distances(query, stored)[0]
+            order = np.argsort(distances, kind="stable")[:k]
+        else:
+            distances = (stored @ query[0]).astype(np.float32)
+            order = np.argsort(-distances, kind="stable")[:k]
+        return self._matches(distances[order], wanted[order], request)
+
+    def get_keys(self, keys: list[VectorKey]) -> list[VectorRecord]:
+        with self._rw.read():
+            return [self._to_record(self._by_key[key]) for key in keys if key in self._by_key]
+
+    def get_matching(self, where: Filter, namespace: str | None, limit: int) -> list[VectorRecord]:
+        with self._rw.read():
+            ids = self._candidates(where, namespace)
+            if len(ids) > limit:
+                raise FailedPrecondition(
+                    f"the filter matches {len(ids)} vectors; GetVectors returns at most {limit}: "
+                    "page through ListVectors instead",
+                    reason="TOO_MANY_MATCHES",
+                    metadata={"matches": str(len(ids)), "limit": str(limit)},
+                )
+            records = [self._to_record(i) for i in ids]
+        records.sort(key=lambda r: r.key.sort_key())
+        return records
+
+    def _sorted_keys(self) -> tuple[list[tuple[bytes, bytes]], list[VectorKey]]:
+        cached = self._sorted
+        if cached is None:
+            keys = sorted(self._by_key, key=VectorKey.sort_key)
+            cached = ([key.sort_key() for key in keys], keys)
+            self._sorted = cached  # benign race: concurrent readers build the same list
+        return cached
+
+    def list_page(
+        self,
+        namespace: str | None,
+        where: Filter | None,
+        after: VectorKey | None,
+        limit: int,
+        include_values: bool,
+        include_metadata: bool,
+    ) -> Page:
+        with self._rw.read():
+            order, keys = self._sorted_keys()
+            if after is not None:
+                start = bisect.bisect_right(order, after.sort_key())
+            elif namespace is not None:
+                start = bisect.bisect_left(order, (namespace.encode(), b""))
+            else:
+                start = 0
+            allowed = None if where is None else self._candidates(where, namespace)
+            out: list[VectorRecord] = []
+            more = False
+            for key in keys[start:] if allowed is None or len(allowed) * 4 > len(keys) else ():
+                if namespace is not None and key.namespace != namespace:
+                    if key.namespace > namespace:
+                        break
+                    continue
+                internal = self._by_key[key]
+                if allowed is not None and internal not in allowed:
+                    continue
+                if len(out) == limit:
+                    more = True
+                    break
+                out.append(self._to_record(internal, include_values, include_metadata))
+            if allowed is not None and len(allowed) * 4 <= len(keys):
+                # Few matches: sort just them instead of walking every key.
+                chosen = sorted((self._records[i].key for i in allowed), key=VectorKey.sort_key)
+                position = 0 if after is None else bisect.bisect_right([k.sort_key() for k in chosen], after.sort_key())
+                page = chosen[position : position + limit + 1]
+                more = len(page) > limit
+                out = [self._to_record(self._by_key[k], include_values, include_metadata) for k in page[:limit]]
+        return Page(out, out[-1].key if more and out else None)
+
+
+with contextlib.suppress(AttributeError):
+    # Single-query search is faster without BLAS; batches of ~20+ 384-d queries are far faster with it.
+    faiss.cvar.distance_compute_blas_threshold = 20 * 384

@@ -1,0 +1,205 @@
+"""On-disk state of one FAISS index: spec, write-ahead log files and the snapshot.
+
+Layout under data_dir/vector/indexes/<name>/:
+
+    spec.json                        the immutable IndexSpec
+    snapshot.bin                     the state after mutation N (written atomically)
+    wal-<first mutation id>.log      mutations, appended and fsynced before each reply
+
+A log frame is `<u32 payload length><u32 crc32 of payload><payload>`; the payload is
+`<u32 header length><JSON header><float32 values>`. A crash can only tear the tail of the
+newest log file: replay stops there and cuts it off. Older files are deleted once a
+snapshot covers them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.vector.model import (
+    HnswParams,
+    IndexSpec,
+    IndexType,
+    Metadata,
+    Metric,
+    Vector32,
+    VectorKey,
+)
+
+log = logging.getLogger("strata.vector.storage")
+
+SPEC_FILE = "spec.json"
+SNAPSHOT_FILE = "snapshot.bin"
+_FRAME = struct.Struct("<II")
+_HEADER_LEN = struct.Struct("<I")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a file so a crash leaves either the old or the new content, never a mix."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def spec_to_json(spec: IndexSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "dimensions": spec.dimensions,
+        "metric": spec.metric.value,
+        "index_type": spec.index_type.value,
+        "hnsw": None if spec.hnsw is None else vars(spec.hnsw),
+        "description": spec.description,
+        "create_time": spec.create_time,
+    }
+
+
+def spec_from_json(data: dict[str, Any]) -> IndexSpec:
+    hnsw = data.get("hnsw")
+    return IndexSpec(
+        name=data["name"],
+        dimensions=int(data["dimensions"]),
+        metric=Metric(data["metric"]),
+        index_type=IndexType(data["index_type"]),
+        hnsw=None if hnsw is None else HnswParams(**hnsw),
+        description=data.get("description", ""),
+        create_time=float(data.get("create_time", 0.0)),
+    )
+
+
+def read_spec(directory: Path) -> IndexSpec:
+    return spec_from_json(json.loads((directory / SPEC_FILE).read_text()))
+
+
+@dataclass
+class LogEntry:
+    """One applied mutation, already resolved (an insert logs only what it inserted)."""
+
+    mutation_id: int
+    op: str  # "upsert" or "delete"
+    keys: list[VectorKey]
+    values: Vector32 | None = None
+    metadata: list[Metadata] | None = None
+
+    def encode(self) -> bytes:
+        header = {
+            "m": self.mutation_id,
+            "op": self.op,
+            "k": [[key.namespace, key.id] for key in self.keys],
+        }
+        if self.metadata is not None:
+            header["md"] = self.metadata
+        head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        body = b"" if self.values is None else np.ascontiguousarray(self.values, dtype="<f4").tobytes()
+        payload = _HEADER_LEN.pack(len(head)) + head + body
+        return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+    @classmethod
+    def decode(cls, payload: bytes, dimensions: int) -> LogEntry:
+        (head_len,) = _HEADER_LEN.unpack_from(payload)
+        header = json.loads(payload[4 : 4 + head_len])
+        keys = [VectorKey(ns, vid) for ns, vid in header["k"]]
+        values = None
+        if header["op"] == "upsert":
+            values = np.frombuffer(payload[4 + head_len :], dtype="<f4").reshape(len(keys), dimensions)
+        return cls(header["m"], header["op"], keys, values, header.get("md"))
+
+
+def _log_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("wal-*.log"))
+
+
+def replay_log(directory: Path, dimensions: int) -> Iterator[LogEntry]:
+    """Every intact entry in order; cuts a torn tail off the newest file."""
+    files = _log_files(directory)
+    for position, path in enumerate(files):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            torn = offset + _FRAME.size > len(data)
+            if not torn:
+                length, crc = _FRAME.unpack_from(data, offset)
+                payload = data[offset + _FRAME.size : offset + _FRAME.size + length]
+                torn = len(payload) != length or zlib.crc32(payload) != crc
+            if torn:
+                if position != len(files) - 1:
+                    raise RuntimeError(f"{path} is corrupt at byte {offset}, before newer log files")
+                log.warning("cutting a torn log tail", extra={"file": str(path), "offset": offset})
+                with open(path, "r+b") as out:
+                    out.truncate(offset)
+                    os.fsync(out.fileno())
+                return
+            yield LogEntry.decode(payload, dimensions)
+            offset += _FRAME.size + length
+
+
+class LogWriter:
+    """Appends fsynced frames to the newest log file; `rotate` starts a new one for a snapshot."""
+
+    def __init__(self, directory: Path, first_mutation_id: int) -> None:
+        self.directory = directory
+        self.bytes = 0
+        self.entries = 0
+        self.first_entry_time: float | None = None
+        self._fd = -1
+        self.rotate(first_mutation_id)
+
+    def rotate(self, first_mutation_id: int) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        path = self.directory / f"wal-{first_mutation_id:020d}.log"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fsync_dir(self.directory)
+        self.current = path
+
+    def append(self, entry: LogEntry, now: float) -> None:
+        frame = entry.encode()
+        view = memoryview(frame)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        os.fdatasync(self._fd)
+        self.bytes += len(frame)
+        self.entries += 1
+        if self.first_entry_time is None:
+            self.first_entry_time = now
+
+    def forget_before_current(self) -> None:
+        """Delete log files older than the current one (a snapshot covers them)."""
+        for path in _log_files(self.directory):
+            if path < self.current:
+                path.unlink()
+        fsync_dir(self.directory)
+
+    def reset_counters(self) -> None:
+        self.bytes = 0
+        self.entries = 0
+        self.first_entry_time = None
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1

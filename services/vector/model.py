@@ -1,0 +1,101 @@
+"""Plain data the core and the backends exchange; no gRPC types here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Vector32 = npt.NDArray[np.float32]
+Metadata = dict[str, Any]
+
+
+class Metric(enum.Enum):
+    COSINE = "cosine"
+    EUCLIDEAN = "euclidean"
+    DOT_PRODUCT = "dot-product"
+
+
+class IndexType(enum.Enum):
+    FLAT = "flat"
+    HNSW = "hnsw"
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    m: int
+    ef_construction: int
+    ef_search: int
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """What CreateIndex fixes for the life of an index."""
+
+    name: str
+    dimensions: int
+    metric: Metric
+    index_type: IndexType = IndexType.FLAT
+    hnsw: HnswParams | None = None
+    description: str = ""
+    create_time: float = 0.0  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    spec: IndexSpec
+    vector_count: int
+    last_mutation_id: int
+
+
+@dataclass(frozen=True)
+class VectorKey:
+    """A vector's identity: its id within its namespace. Orders by (namespace, id)."""
+
+    namespace: str
+    id: str
+
+    def sort_key(self) -> tuple[bytes, bytes]:
+        # Byte order of UTF-8 is the documented order, so every backend sorts alike.
+        return (self.namespace.encode(), self.id.encode())
+
+
+@dataclass
+class VectorRecord:
+    key: VectorKey
+    values: Vector32 | None = None
+    metadata: Metadata | None = None
+
+
+@dataclass(frozen=True)
+class VectorBatch:
+    """A validated write batch: unique keys, finite values of the index's dimensions."""
+
+    keys: list[VectorKey]
+    values: Vector32  # shape (len(keys), dimensions)
+    metadata: list[Metadata]
+
+
+@dataclass(frozen=True)
+class Match:
+    key: VectorKey
+    score: float
+    values: Vector32 | None = None
+    metadata: Metadata | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    mutation_id: int
+    count: int
+    skipped: list[VectorKey] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[VectorRecord]
+    # The key after which the next page starts; None on the last page.
+    next_after: VectorKey | None
