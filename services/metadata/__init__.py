@@ -1,0 +1,1 @@
+"""The metadata layer: D1-style SQL databases behind strata.metadata.v1.MetadataService."""

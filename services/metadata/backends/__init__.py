@@ -1,0 +1,1 @@
+"""Engines behind the metadata core: `sqlite` (default) and `postgres`."""

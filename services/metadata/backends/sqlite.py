@@ -1,0 +1,379 @@
+"""SQLite backend: one WAL file per database, parallel readers, one writer.
+
+Layout: `<data_dir>/metadata/<name>.sqlite3`. Each open database keeps one write
+connection (used under an asyncio lock, so writes queue without holding threads)
+and up to `sqlite_readers` read connections opened read-only with `query_only`. A
+single Query that only reads runs on a reader; a statement a reader refuses to
+prepare because it writes is re-run on the writer. Every write call runs inside
+BEGIN IMMEDIATE ... COMMIT, so a failed statement (or a result over the limits)
+rolls back and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from services.metadata.backends.sqlite_dump import dump_chunks, split_script
+from services.metadata.backends.sqlite_errors import NeedsWriter, translated
+from services.metadata.backends.sqlite_guard import Guard
+from services.metadata.config import MetadataSettings
+from services.metadata.model import (
+    DatabaseInfo,
+    ImportSummary,
+    Limits,
+    ResultBudget,
+    Statement,
+    StatementResult,
+    mark_statement,
+)
+from services.metadata.sqltext import leading_keyword
+from services.runtime.errors import AlreadyExists, InvalidArgument, NotFound, StrataError, Unavailable
+
+SUFFIX = ".sqlite3"
+_READ_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES", "EXPLAIN", "PRAGMA"})
+_INSERT_KEYWORDS = frozenset({"INSERT", "REPLACE", "WITH"})
+# VACUUM INTO writes an arbitrary file; the authorizer has no action code for it.
+_FORBIDDEN_KEYWORDS = frozenset({"VACUUM"})
+_FETCH = 256
+
+T = TypeVar("T")
+
+
+class _Connection:
+    """A sqlite3 connection with the guard its authorizer and progress handler consult."""
+
+    def __init__(self, path: Path, *, writer: bool, settings: MetadataSettings) -> None:
+        mode = "rw" if writer else "ro"
+        self.conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode={mode}",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=settings.busy_timeout_seconds,
+            cached_statements=256,
+        )
+        self.guard = Guard(allow_writes=writer)
+        self.conn.execute(f"PRAGMA busy_timeout={int(settings.busy_timeout_seconds * 1000)}")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        if writer:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute(f"PRAGMA synchronous={settings.sqlite_synchronous.upper()}")
+        else:
+            self.conn.execute("PRAGMA query_only=1")
+        self.guard.install(self.conn)
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    def run_one(self, statement: Statement, budget: ResultBudget, limits: Limits) -> StatementResult:
+        keyword = leading_keyword(statement.sql)
+        if keyword in _FORBIDDEN_KEYWORDS:
+            raise InvalidArgument(f"{keyword} is not allowed", reason="FORBIDDEN_STATEMENT")
+        conn, guard = self.conn, self.guard
+        started = time.perf_counter()
+        before = conn.total_changes
+        guard.deadline = time.monotonic() + limits.statement_timeout
+        try:
+            with translated(guard, limits.statement_timeout):
+                cursor = conn.execute(statement.sql, statement.params)
+                columns = [d[0] for d in cursor.description] if cursor.description else []
+                rows: list[tuple[object, ...]] = []
+                if columns:
+                    while chunk := cursor.fetchmany(_FETCH):
+                        for row in chunk:
+                            budget.add_row(row)
+                        rows.extend(chunk)
+                written = conn.total_changes - before
+                changes = cursor.rowcount if cursor.rowcount >= 0 else written
+                last_row_id = cursor.lastrowid or 0 if changes and keyword in _INSERT_KEYWORDS else 0
+        finally:
+            guard.deadline = math.inf
+        return StatementResult(
+            columns=columns,
+            rows=rows,  # type: ignore[arg-type]
+            changes=changes,
+            last_row_id=last_row_id,
+            rows_read=len(rows),
+            rows_written=written,
+            duration_seconds=time.perf_counter() - started,
+        )
+
+    def run_transaction(
+        self, statements: Sequence[Statement], limits: Limits, *, in_batch: bool, defer_foreign_keys: bool = False
+    ) -> list[StatementResult]:
+        """All statements in BEGIN IMMEDIATE ... COMMIT; any failure rolls everything back."""
+        budget = ResultBudget(limits)
+        results: list[StatementResult] = []
+        try:
+            with translated(self.guard, limits.statement_timeout):
+                self.guard.trusted_execute(self.conn, "BEGIN IMMEDIATE")
+                if defer_foreign_keys:
+                    self.guard.trusted_execute(self.conn, "PRAGMA defer_foreign_keys=ON")
+            for index, statement in enumerate(statements):
+                try:
+                    results.append(self.run_one(statement, budget, limits))
+                except StrataError as error:
+                    raise mark_statement(error, index, in_batch=in_batch) from error.__cause__
+            with translated(self.guard, limits.statement_timeout):
+                self.guard.trusted_execute(self.conn, "COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.guard.trusted_execute(self.conn, "ROLLBACK")
+            raise
+        return results
+
+
+class _Database:
+    """One open SQLite database: a writer behind an asyncio lock and a pool of readers."""
+
+    def __init__(self, name: str, path: Path, settings: MetadataSettings) -> None:
+        self.name, self.path, self.settings = name, path, settings
+        self.closed = False
+        self.write_lock = asyncio.Lock()
+        self.reader_slots = asyncio.Semaphore(settings.sqlite_readers)
+        self._writer: _Connection | None = None
+        self._idle_readers: list[_Connection] = []
+        self._readers_lock = threading.Lock()
+
+    def writer(self) -> _Connection:
+        if self._writer is None:
+            self._writer = _Connection(self.path, writer=True, settings=self.settings)
+        return self._writer
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[_Connection]:
+        with self._readers_lock:
+            conn = self._idle_readers.pop() if self._idle_readers else None
+        if conn is None:
+            conn = _Connection(self.path, writer=False, settings=self.settings)
+        try:
+            yield conn
+        finally:
+            with self._readers_lock:
+                self._idle_readers.append(conn)
+
+    def close_connections(self) -> None:
+        with self._readers_lock:
+            readers, self._idle_readers = self._idle_readers, []
+        for conn in readers:
+            conn.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class SqliteBackend:
+    """The default engine: embedded, one file per database."""
+
+    def __init__(self, settings: MetadataSettings) -> None:
+        self.settings = settings
+        self.root = settings.metadata_dir
+        self._databases: dict[str, _Database] = {}
+        self._registry_lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=settings.sqlite_readers + 2, thread_name_prefix="sqlite")
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def _path(self, name: str) -> Path:
+        return self.root / f"{name}{SUFFIX}"
+
+    async def open(self) -> None:
+        def prepare() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for leftover in self.root.glob(".*.creating-*"):
+                leftover.unlink(missing_ok=True)
+
+        await self._run(prepare)
+
+    async def close(self) -> None:
+        async with self._registry_lock:
+            databases, self._databases = list(self._databases.values()), {}
+        for db in databases:
+            async with db.write_lock:
+                db.closed = True
+                await self._run(db.close_connections)
+        self._executor.shutdown(wait=True)
+
+    async def probe(self) -> bool:
+        return await self._run(lambda: self.root.is_dir() and os.access(self.root, os.W_OK))
+
+    async def _database(self, name: str) -> _Database:
+        db = self._databases.get(name)
+        if db is not None and not db.closed:
+            return db
+        async with self._registry_lock:
+            db = self._databases.get(name)
+            if db is None or db.closed:
+                if not await self._run(self._path(name).is_file):
+                    raise NotFound(f"database {name!r} does not exist", reason="DATABASE_NOT_FOUND")
+                db = self._databases[name] = _Database(name, self._path(name), self.settings)
+            return db
+
+    async def create_database(self, name: str) -> DatabaseInfo:
+        path = self._path(name)
+
+        def create() -> DatabaseInfo:
+            # Built under a temporary name and linked into place, so a crash never leaves half a database.
+            temp = self.root / f".{name}.creating-{uuid.uuid4().hex}"
+            conn = sqlite3.connect(temp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            finally:
+                conn.close()
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                raise AlreadyExists(f"database {name!r} already exists", reason="DATABASE_EXISTS") from None
+            finally:
+                temp.unlink(missing_ok=True)
+            _fsync_dir(self.root)
+            return _info(name, path)
+
+        async with self._registry_lock:
+            return await self._run(create)
+
+    async def list_databases(self) -> list[DatabaseInfo]:
+        def scan() -> list[DatabaseInfo]:
+            found = []
+            for path in self.root.glob(f"*{SUFFIX}"):
+                name = path.name[: -len(SUFFIX)]
+                if not name.startswith("."):
+                    with contextlib.suppress(FileNotFoundError):
+                        found.append(_info(name, path))
+            return sorted(found, key=lambda db: db.name)
+
+        return await self._run(scan)
+
+    async def delete_database(self, name: str) -> None:
+        db = await self._database(name)
+        async with self._registry_lock:
+            async with db.write_lock:
+                db.closed = True
+                # Wait for every reader to finish before the files go.
+                for _ in range(self.settings.sqlite_readers):
+                    await db.reader_slots.acquire()
+                self._databases.pop(name, None)
+
+                def remove() -> None:
+                    db.close_connections()
+                    for suffix in ("", "-wal", "-shm"):
+                        Path(f"{db.path}{suffix}").unlink(missing_ok=True)
+                    _fsync_dir(self.root)
+
+                await self._run(remove)
+
+    async def execute(
+        self, database: str, statements: Sequence[Statement], *, read_only: bool, in_batch: bool, limits: Limits
+    ) -> list[StatementResult]:
+        db = await self._database(database)
+        if read_only or (len(statements) == 1 and leading_keyword(statements[0].sql) in _READ_KEYWORDS):
+            try:
+                return await self._read(db, statements[0], limits)
+            except NeedsWriter:
+                if read_only:
+                    raise mark_statement(
+                        InvalidArgument("the statement writes, but the Query is read_only", reason="READ_ONLY"),
+                        0,
+                        in_batch=False,
+                    ) from None
+        return await self._write(db, lambda conn: conn.run_transaction(statements, limits, in_batch=in_batch))
+
+    async def _read(self, db: _Database, statement: Statement, limits: Limits) -> list[StatementResult]:
+        def run() -> list[StatementResult]:
+            with db.reader() as conn:
+                try:
+                    return [conn.run_one(statement, ResultBudget(limits), limits)]
+                except StrataError as error:
+                    raise mark_statement(error, 0, in_batch=False) from error.__cause__
+
+        async with db.reader_slots:
+            if db.closed:
+                raise NotFound(f"database {db.name!r} does not exist", reason="DATABASE_NOT_FOUND")
+            try:
+                return await self._run(run)
+            except NeedsWriter:
+                raise
+            except sqlite3.Error as exc:  # opening the connection failed
+                raise Unavailable(f"cannot open database {db.name!r}: {exc}", reason="STORAGE_ERROR") from exc
+
+    async def _write(self, db: _Database, work: Callable[[_Connection], T]) -> T:
+        try:
+            await asyncio.wait_for(db.write_lock.acquire(), timeout=self.settings.busy_timeout_seconds or None)
+        except TimeoutError:
+            raise Unavailable(
+                f"database {db.name!r} stayed locked by other writers for {self.settings.busy_timeout_seconds:g} s",
+                reason="DATABASE_LOCKED",
+            ) from None
+        try:
+            if db.closed:
+                raise NotFound(f"database {db.name!r} does not exist", reason="DATABASE_NOT_FOUND")
+
+            def run() -> T:
+                try:
+                    conn = db.writer()
+                except sqlite3.Error as exc:
+                    raise Unavailable(f"cannot open database {db.name!r}: {exc}", reason="STORAGE_ERROR") from exc
+                return work(conn)
+
+            return await self._run(run)
+        finally:
+            db.write_lock.release()
+
+    async def export(self, database: str, *, schema_only: bool) -> AsyncIterator[str]:
+        db = await self._database(database)
+        async with db.reader_slots:
+            if db.closed:
+                raise NotFound(f"database {db.name!r} does not exist", reason="DATABASE_NOT_FOUND")
+            chunks: Iterator[str] | None = None
+
+            def start() -> Iterator[str]:
+                return dump_chunks(db.path, schema_only=schema_only)
+
+            chunks = await self._run(start)
+            try:
+                while (chunk := await self._run(lambda: next(chunks, None))) is not None:
+                    yield chunk
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    await self._run(close)
+
+    async def import_dump(self, database: str, sql: str, *, limits: Limits) -> ImportSummary:
+        db = await self._database(database)
+        statements = [Statement(text) for text in split_script(sql)]
+
+        def run(conn: _Connection) -> ImportSummary:
+            before = conn.conn.total_changes
+            results = conn.run_transaction(statements, limits, in_batch=True, defer_foreign_keys=True)
+            return ImportSummary(len(results), conn.conn.total_changes - before)
+
+        return await self._write(db, run)
+
+
+def _info(name: str, path: Path) -> DatabaseInfo:
+    size = path.stat().st_size
+    with contextlib.suppress(FileNotFoundError):
+        size += Path(f"{path}-wal").stat().st_size
+    return DatabaseInfo(name=name, size_bytes=size)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

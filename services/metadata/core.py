@@ -1,0 +1,83 @@
+"""The metadata service's logic, independent of gRPC: validation shared by every engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from services.metadata.backends.base import MetadataBackend
+from services.metadata.config import MetadataSettings
+from services.metadata.model import DatabaseInfo, ImportSummary, Limits, Statement, StatementResult, mark_statement
+from services.metadata.names import check_name, name_from_page_token, page_token_for
+from services.metadata.sqltext import reject_transaction_control
+from services.runtime.errors import InvalidArgument, StrataError
+
+MAX_BATCH_STATEMENTS = 10_000
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+class MetadataCore:
+    """Databases and statements over one backend."""
+
+    def __init__(self, backend: MetadataBackend, settings: MetadataSettings) -> None:
+        self.backend = backend
+        self.limits = Limits(
+            statement_timeout=settings.statement_timeout_seconds,
+            max_rows=settings.max_rows,
+            max_response_bytes=settings.max_response_bytes,
+        )
+
+    async def create_database(self, name: str) -> DatabaseInfo:
+        return await self.backend.create_database(check_name(name))
+
+    async def list_databases(self, page_size: int, page_token: str) -> tuple[list[DatabaseInfo], str]:
+        if not 0 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(
+                f"page_size {page_size} is out of range: use 0..{MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})",
+                reason="INVALID_PAGE_SIZE",
+            )
+        size = page_size or DEFAULT_PAGE_SIZE
+        after = name_from_page_token(page_token) if page_token else None
+        databases = [db for db in await self.backend.list_databases() if after is None or db.name > after]
+        page = databases[:size]
+        next_token = page_token_for(page[-1].name) if len(databases) > size else ""
+        return page, next_token
+
+    async def delete_database(self, name: str) -> None:
+        await self.backend.delete_database(check_name(name))
+
+    async def query(self, database: str, statement: Statement, *, read_only: bool) -> StatementResult:
+        check_name(database)
+        _check_statement(statement, 0, in_batch=False)
+        results = await self.backend.execute(
+            database, [statement], read_only=read_only, in_batch=False, limits=self.limits
+        )
+        return results[0]
+
+    async def batch(self, database: str, statements: Sequence[Statement]) -> list[StatementResult]:
+        check_name(database)
+        if not 1 <= len(statements) <= MAX_BATCH_STATEMENTS:
+            raise InvalidArgument(
+                f"a batch holds 1..{MAX_BATCH_STATEMENTS} statements; this one has {len(statements)}",
+                reason="INVALID_BATCH_SIZE",
+            )
+        for index, statement in enumerate(statements):
+            _check_statement(statement, index, in_batch=True)
+        return await self.backend.execute(database, statements, read_only=False, in_batch=True, limits=self.limits)
+
+    def export(self, database: str, *, schema_only: bool) -> AsyncIterator[str]:
+        check_name(database)
+        return self.backend.export(database, schema_only=schema_only)
+
+    async def import_dump(self, database: str, sql: str) -> ImportSummary:
+        check_name(database)
+        return await self.backend.import_dump(database, sql, limits=self.limits)
+
+
+def _check_statement(statement: Statement, index: int, *, in_batch: bool) -> None:
+    try:
+        if not statement.sql.strip():
+            raise InvalidArgument("the statement is empty", reason="EMPTY_STATEMENT")
+        reject_transaction_control(statement.sql)
+    except StrataError as error:
+        raise mark_statement(error, index, in_batch=in_batch) from None
