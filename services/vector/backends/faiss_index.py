@@ -287,7 +287,8 @@ class FaissIndex:
     # ---- reads -----------------------------------------------------------------------
 
     def info(self) -> IndexInfo:
-        return IndexInfo(self.spec, len(self._records), self.last_mutation_id)
+        with self._rw.read():
+            return IndexInfo(self.spec, len(self._records), self.last_mutation_id)
 
     def _candidates(self, where: Filter | None, namespace: str | None) -> set[int]:
         """Ids allowed by a namespace and a filter (at least one of them is set)."""
