@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
+
+import grpc
 
 from gateway.catalog import Catalog
 from gateway.collections import Collections, ensure_storage
@@ -17,8 +20,19 @@ from gateway.retrieval import Retrieval
 from gateway.sql import Sql
 from gateway.upstreams import Upstreams
 from services.runtime.errors import StrataError
+from services.runtime.settings import ConfigError
 
 log = logging.getLogger("strata.gateway")
+
+
+def channel_credentials(settings: GatewaySettings) -> grpc.ChannelCredentials | None:
+    """TLS to the layers when STRATA_TLS_CA_FILE is set."""
+    if not settings.tls_ca_file:
+        return None
+    try:
+        return grpc.ssl_channel_credentials(root_certificates=Path(settings.tls_ca_file).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"STRATA_TLS_CA_FILE={settings.tls_ca_file}: {exc.strerror}") from None
 
 
 class RagApp:
@@ -30,6 +44,7 @@ class RagApp:
             blob=settings.blob_addr,
             timeout=settings.upstream_timeout_seconds,
             concurrency=settings.upstream_concurrency,
+            credentials=channel_credentials(settings),
         )
         self.deps = Deps(settings, upstreams, Catalog(Sql(upstreams.metadata, settings.database)))
         self.collections = Collections(self.deps)

@@ -83,3 +83,32 @@ class GatewaySettings(RuntimeSettings):
     generation_model: str = setting(
         "STRATA_GATEWAY_GENERATION_MODEL", "", help="Model for Ask; empty uses the inference service's default."
     )
+    api_keys: str = setting(
+        "STRATA_API_KEYS",
+        "",
+        secret=True,
+        help="Comma-separated API keys clients send as `Authorization: Bearer KEY`; append `:ro` for a read-only key. "
+        "Empty (and no keys file) means no authentication, and then the gateway only binds loopback addresses.",
+    )
+    api_keys_file: str = setting(
+        "STRATA_API_KEYS_FILE",
+        "",
+        help="File of API keys, one per line: the key or `sha256:HEX` of it, optionally followed by `read-only`.",
+    )
+    rate_limit_per_second: float = setting(
+        "STRATA_GATEWAY_RATE_LIMIT_PER_SECOND",
+        0.0,
+        minimum=0,
+        maximum=1e6,
+        help="Requests per second each API key (or, without keys, each client) may make; 0 turns limits off.",
+    )
+    rate_limit_burst: int = setting(
+        "STRATA_GATEWAY_RATE_LIMIT_BURST", 20, minimum=1, maximum=1_000_000, help="Requests a key may make at once."
+    )
+    rest_max_body_bytes: int = setting(
+        "STRATA_GATEWAY_REST_MAX_BODY_BYTES",
+        48 * 1024 * 1024,
+        minimum=1024,
+        maximum=1 << 34,
+        help="Largest REST request body (a document travels base64-encoded, a third larger).",
+    )

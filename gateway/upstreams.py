@@ -101,20 +101,30 @@ def _service_config(service: str) -> str:
 class Upstream:
     """One layer: a channel, its stub, a concurrency bound and a default timeout."""
 
-    def __init__(self, layer: str, address: str, service: str, stub_cls: Any, timeout: float, concurrency: int):
+    def __init__(
+        self,
+        layer: str,
+        address: str,
+        service: str,
+        stub_cls: Any,
+        timeout: float,
+        concurrency: int,
+        credentials: grpc.ChannelCredentials | None = None,
+    ):
         self.layer = layer
         self.address = address
         self.service = service
         self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.service_config", _service_config(service)),
-                ("grpc.enable_retries", 1),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ],
-        )
+        options = [
+            ("grpc.service_config", _service_config(service)),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ]
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            self.channel = grpc.aio.secure_channel(address, credentials, options=options)
         self.stub = stub_cls(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self._slots = asyncio.Semaphore(concurrency)
@@ -165,29 +175,28 @@ class Upstream:
 class Upstreams:
     """The four layers the gateway composes."""
 
-    def __init__(self, *, inference: str, vector: str, metadata: str, blob: str, timeout: float, concurrency: int):
-        self.inference = Upstream(
-            "inference",
-            inference,
-            "strata.inference.v1.InferenceService",
-            inference_pb2_grpc.InferenceServiceStub,
-            timeout,
-            concurrency,
+    def __init__(
+        self,
+        *,
+        inference: str,
+        vector: str,
+        metadata: str,
+        blob: str,
+        timeout: float,
+        concurrency: int,
+        credentials: grpc.ChannelCredentials | None = None,
+    ):
+        def upstream(layer: str, address: str, service: str, stub: Any) -> Upstream:
+            return Upstream(layer, address, service, stub, timeout, concurrency, credentials)
+
+        self.inference = upstream(
+            "inference", inference, "strata.inference.v1.InferenceService", inference_pb2_grpc.InferenceServiceStub
         )
-        self.vector = Upstream(
-            "vector", vector, "strata.vector.v1.VectorService", vector_pb2_grpc.VectorServiceStub, timeout, concurrency
+        self.vector = upstream("vector", vector, "strata.vector.v1.VectorService", vector_pb2_grpc.VectorServiceStub)
+        self.metadata = upstream(
+            "metadata", metadata, "strata.metadata.v1.MetadataService", metadata_pb2_grpc.MetadataServiceStub
         )
-        self.metadata = Upstream(
-            "metadata",
-            metadata,
-            "strata.metadata.v1.MetadataService",
-            metadata_pb2_grpc.MetadataServiceStub,
-            timeout,
-            concurrency,
-        )
-        self.blob = Upstream(
-            "blob", blob, "strata.blob.v1.BlobService", blob_pb2_grpc.BlobServiceStub, timeout, concurrency
-        )
+        self.blob = upstream("blob", blob, "strata.blob.v1.BlobService", blob_pb2_grpc.BlobServiceStub)
 
     def all(self) -> Iterable[Upstream]:
         return (self.inference, self.vector, self.metadata, self.blob)

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 PACKAGE = "strata"
 LAYERS = ("inference", "vector", "metadata", "blob", "gateway")
+DESCRIPTOR_SET = "descriptors.binpb"
 
 
 def _plugin(name: str) -> str:
@@ -48,8 +49,13 @@ def generate(out_dir: Path) -> None:
         f"--grpc_python_out={out_dir}",
         f"--mypy_out={out_dir}",
         f"--mypy_grpc_out={out_dir}",
+        # With comments (source info): the REST layer turns them into OpenAPI descriptions.
+        f"--descriptor_set_out={out_dir / PACKAGE / DESCRIPTOR_SET}",
+        "--include_source_info",
+        "--include_imports",
         *protos,
     ]
+    (out_dir / PACKAGE).mkdir(parents=True, exist_ok=True)
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     package_dir = out_dir / PACKAGE

@@ -41,7 +41,7 @@ def status_for(error: StrataError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-def _as_strata_error(exc: BaseException, method: str) -> StrataError:
+def as_strata_error(exc: BaseException, method: str) -> StrataError:
     if isinstance(exc, StrataError):
         return exc
     if isinstance(exc, NotImplementedError):
@@ -131,7 +131,7 @@ def _wrap_unary(
             code = _aborted_code(context)
             raise
         except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
-            error = _as_strata_error(exc, method)
+            error = as_strata_error(exc, method)
             code = error.code
             await context.abort_with_status(status_for(error))
         finally:
@@ -162,7 +162,7 @@ def _wrap_stream(
             code = _aborted_code(context)
             raise
         except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
-            error = _as_strata_error(exc, method)
+            error = as_strata_error(exc, method)
             code = error.code
             await context.abort_with_status(status_for(error))
         finally:

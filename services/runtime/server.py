@@ -22,6 +22,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -68,6 +69,20 @@ class ServiceSpec:
     close: Callable[[], Awaitable[None]] = _nothing
     # Extra server options (e.g. message sizes).
     options: Sequence[tuple[str, int]] = field(default_factory=tuple)
+    # Interceptors run inside the shared one (so their domain errors are mapped too), e.g. auth.
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
+
+
+def server_credentials(settings: RuntimeSettings) -> grpc.ServerCredentials:
+    """TLS for this server from STRATA_TLS_CERT_FILE / STRATA_TLS_KEY_FILE."""
+    try:
+        cert = Path(settings.tls_cert_file).read_bytes()
+        key = Path(settings.tls_key_file).read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"STRATA_TLS_CERT_FILE/STRATA_TLS_KEY_FILE: cannot read {exc.filename}: {exc.strerror}"
+        ) from None
+    return grpc.ssl_server_credentials([(key, cert)])
 
 
 class ManagedServer:
@@ -91,13 +106,17 @@ class ManagedServer:
             ("grpc.so_reuseport", 0),
             *spec.options,
         ]
-        self.server = grpc.aio.server(interceptors=[ServiceInterceptor(lambda: self._ready)], options=options)
+        self.server = grpc.aio.server(
+            interceptors=[ServiceInterceptor(lambda: self._ready), *spec.interceptors], options=options
+        )
         spec.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*spec.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
+        if credentials is None and settings.tls_cert_file:
+            credentials = server_credentials(settings)
         if credentials is None:
             self.port = self.server.add_insecure_port(address)
         else:
@@ -186,6 +205,9 @@ def run(settings_cls: type[S], make_server: Callable[[S], tuple[ManagedServer, i
 
     try:
         asyncio.run(main())
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except OSError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         raise SystemExit(1) from None

@@ -83,6 +83,15 @@ class RuntimeSettings:
         maximum=600,
         help="On SIGTERM/SIGINT, how long in-flight calls may finish before they are cancelled.",
     )
+    tls_cert_file: str = setting(
+        "STRATA_TLS_CERT_FILE", "", help="PEM certificate chain; with STRATA_TLS_KEY_FILE every gRPC server serves TLS."
+    )
+    tls_key_file: str = setting("STRATA_TLS_KEY_FILE", "", help="PEM private key of STRATA_TLS_CERT_FILE.")
+    tls_ca_file: str = setting(
+        "STRATA_TLS_CA_FILE",
+        "",
+        help="PEM CA bundle the gateway trusts when dialing layers; set it to dial them over TLS.",
+    )
     health_probe_seconds: float = setting(
         "STRATA_HEALTH_PROBE_SECONDS",
         5.0,
