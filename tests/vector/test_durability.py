@@ -1,0 +1,123 @@
+"""Restarts: the snapshot plus the log bring back every acknowledged write."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from strata.vector.v1 import vector_pb2
+from tests.contract.vector.helpers import as_dict, struct, vec
+
+pb = vector_pb2
+
+
+def _dump(stub: Any, index: str) -> dict[tuple[str, str], tuple[list[float], dict]]:
+    out = {}
+    token = ""
+    while True:
+        page = stub.ListVectors(
+            pb.ListVectorsRequest(
+                index_name=index, page_size=1000, page_token=token, return_values=True, return_metadata=True
+            )
+        )
+        for v in page.vectors:
+            out[(v.namespace, v.id)] = (list(v.values), as_dict(v.metadata))
+        token = page.next_page_token
+        if not token:
+            return out
+
+
+def _index_dir(tmp_path: Path, name: str) -> Path:
+    return tmp_path / "vector" / "indexes" / name
+
+
+def _workload(stub: Any, name: str, rounds: int) -> None:
+    rng = np.random.default_rng(7)
+    for r in range(rounds):
+        batch = [
+            vec(f"v{(r * 7 + i) % 40}", rng.standard_normal(8).tolist(), {"round": r, "i": i}, namespace=f"n{i % 2}")
+            for i in range(10)
+        ]
+        stub.UpsertVectors(pb.UpsertVectorsRequest(index_name=name, vectors=batch))
+        if r % 3 == 2:
+            stub.DeleteVectors(pb.DeleteVectorsRequest(index_name=name, filter=struct({"round": r - 1})))
+
+
+def test_restart_replays_the_log(open_vector: Callable[..., Any], tmp_path: Path) -> None:
+    # Thresholds high enough that no snapshot happens: everything comes back from the log alone.
+    with open_vector(wal_max_entries=10_000, snapshot_interval_seconds=3600) as stub:
+        stub.CreateIndex(pb.CreateIndexRequest(name="docs", dimensions=8, metric=pb.METRIC_COSINE))
+        _workload(stub, "docs", 12)
+        before = _dump(stub, "docs")
+        info = stub.GetIndex(pb.GetIndexRequest(name="docs")).index
+        # Copy the disk state while the server runs (a clean stop would snapshot): a crash image.
+        crashed = tmp_path / "crashed"
+        shutil.copytree(tmp_path / "vector", crashed / "vector")
+    assert not (crashed / "vector" / "indexes" / "docs" / "snapshot.bin").exists()
+    with open_vector(data_dir=crashed) as stub:
+        assert _dump(stub, "docs") == before
+        again = stub.GetIndex(pb.GetIndexRequest(name="docs")).index
+        assert (again.vector_count, again.last_mutation_id) == (info.vector_count, info.last_mutation_id)
+
+
+def test_snapshots_truncate_the_log_and_restart_is_exact(open_vector: Callable[..., Any], tmp_path: Path) -> None:
+    with open_vector(wal_max_entries=5, snapshot_interval_seconds=0.2) as stub:
+        stub.CreateIndex(pb.CreateIndexRequest(name="docs", dimensions=8, metric=pb.METRIC_EUCLIDEAN))
+        _workload(stub, "docs", 20)
+        before = _dump(stub, "docs")
+        mutation = stub.GetIndex(pb.GetIndexRequest(name="docs")).index.last_mutation_id
+        directory = _index_dir(tmp_path, "docs")
+        # Wait (bounded) for the background snapshot to cover the log, then check it was cut.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sum(p.stat().st_size for p in directory.glob("wal-*.log")) > 0:
+            time.sleep(0.05)
+        assert (directory / "snapshot.bin").exists()
+        assert sum(p.stat().st_size for p in directory.glob("wal-*.log")) == 0
+        assert len(list(directory.glob("wal-*.log"))) == 1
+    with open_vector() as stub:
+        assert _dump(stub, "docs") == before
+        assert stub.GetIndex(pb.GetIndexRequest(name="docs")).index.last_mutation_id == mutation
+        stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="docs", vectors=[vec("new", [0.0] * 8)]))
+        assert stub.GetIndex(pb.GetIndexRequest(name="docs")).index.last_mutation_id == mutation + 1
+
+
+def test_a_torn_log_tail_is_cut_off(
+    open_vector: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with open_vector(wal_max_entries=10_000, snapshot_interval_seconds=3600) as stub:
+        stub.CreateIndex(pb.CreateIndexRequest(name="docs", dimensions=8, metric=pb.METRIC_DOT_PRODUCT))
+        _workload(stub, "docs", 4)
+        before = _dump(stub, "docs")
+        crashed = tmp_path / "crashed"
+        shutil.copytree(tmp_path / "vector", crashed / "vector")
+    directory = _index_dir(crashed, "docs")
+    newest = max(p for p in directory.glob("wal-*.log") if p.stat().st_size)
+    with open(newest, "ab") as out:
+        out.write(b"\x10\x00\x00\x00garbage-half-frame")
+    with caplog.at_level(logging.WARNING, logger="strata.vector.storage"):
+        with open_vector(data_dir=crashed) as stub:
+            assert _dump(stub, "docs") == before
+            stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="docs", vectors=[vec("after", [1.0] * 8)]))
+            after = _dump(stub, "docs")
+    assert any("torn" in r.getMessage() for r in caplog.records)
+    with open_vector(data_dir=crashed) as stub:
+        assert _dump(stub, "docs") == after
+
+
+def test_deleted_index_stays_deleted_and_names_are_reusable(open_vector: Callable[..., Any], tmp_path: Path) -> None:
+    with open_vector() as stub:
+        stub.CreateIndex(pb.CreateIndexRequest(name="gone", dimensions=8, metric=pb.METRIC_COSINE))
+        _workload(stub, "gone", 2)
+        stub.DeleteIndex(pb.DeleteIndexRequest(name="gone"))
+        stub.CreateIndex(pb.CreateIndexRequest(name="kept", dimensions=3, metric=pb.METRIC_COSINE))
+    assert sorted(p.name for p in (tmp_path / "vector" / "indexes").iterdir()) == ["kept"]
+    with open_vector() as stub:
+        names = [i.name for i in stub.ListIndexes(pb.ListIndexesRequest()).indexes]
+        assert names == ["kept"]
