@@ -54,7 +54,12 @@ def error_response(error: StrataError) -> JSONResponse:
     headers = {}
     if "retry_after_seconds" in error.metadata:
         headers["Retry-After"] = error.metadata["retry_after_seconds"]
-    return JSONResponse(error_body(error), status_code=HTTP_STATUS.get(error.code, 500), headers=headers)
+    status = HTTP_STATUS.get(error.code, 500)
+    if error.reason == "BODY_TOO_LARGE":
+        status = 413  # RESOURCE_EXHAUSTED, but HTTP has a precise code for it
+    body = error_body(error)
+    body["error"]["code"] = status  # type: ignore[index]
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _wants_events(request: Request) -> bool:

@@ -36,7 +36,14 @@ SETTINGS_MODULES = (
 
 # Read by the test suite and benchmarks, not by servers.
 TOOLING_VARIABLES = frozenset(
-    {"STRATA_REQUIRE_BACKENDS", "STRATA_BENCH_QUICK", "STRATA_CONFORMANCE_ADDR", "STRATA_READY_TIMEOUT_SECONDS"}
+    {
+        "STRATA_REQUIRE_BACKENDS",  # tests: fail instead of skip when a backend server is missing
+        "STRATA_BENCH_QUICK",  # benchmarks: small sizes
+        "STRATA_CONFORMANCE_ADDR",  # make conformance: the server under test
+        "STRATA_READY_TIMEOUT_SECONDS",  # make run: how long to wait for SERVING
+        "STRATA_GATEWAY_ADDR",  # the strata CLI: gateway to talk to
+        "STRATA_API_KEY",  # the strata CLI: key it sends
+    }
 )
 
 

@@ -26,6 +26,7 @@ class Stack:
     gateway: str
     layers: dict[str, str]
     data_dir: Path
+    rest: str = ""
 
 
 def layer_settings(layer: str, data_dir: Path, **overrides: Any) -> Any:
@@ -45,27 +46,37 @@ def serve_layer(layer: str, data_dir: Path, **overrides: Any) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve_gateway(layers: dict[str, str], **overrides: Any) -> Iterator[str]:
+def serve_gateway(layers: dict[str, str], **overrides: Any) -> Iterator[tuple[str, str]]:
+    """Yields (gRPC address, REST base URL or "")."""
     from gateway.server import create_server
 
-    settings = GatewaySettings(
-        inference_addr=layers["inference"],
-        vector_addr=layers["vector"],
-        metadata_addr=layers["metadata"],
-        blob_addr=layers["blob"],
-        rest_listen="",
-        log_level="warning",
-        health_probe_seconds=0.2,
+    values: dict[str, Any] = {
+        "inference_addr": layers["inference"],
+        "vector_addr": layers["vector"],
+        "metadata_addr": layers["metadata"],
+        "blob_addr": layers["blob"],
+        "rest_listen": "127.0.0.1:0",
+        "log_level": "warning",
+        "health_probe_seconds": 0.2,
         **overrides,
-    )
-    with serve_in_thread(lambda: create_server("127.0.0.1:0", settings)) as address:
+    }
+    settings = GatewaySettings(**values)
+    created: dict[str, Any] = {}
+
+    def make() -> Any:
+        server, port = create_server("127.0.0.1:0", settings)
+        created["server"] = server
+        return server, port
+
+    with serve_in_thread(make) as address:
         wait_serving(address, 60)
-        yield address
+        rest_port = created["server"].rest_port
+        yield address, (f"http://127.0.0.1:{rest_port}" if rest_port else "")
 
 
 @contextlib.contextmanager
 def run_stack(data_dir: Path, **gateway_overrides: Any) -> Iterator[Stack]:
     with contextlib.ExitStack() as stack:
         layers = {name: stack.enter_context(serve_layer(name, data_dir)) for name in LAYERS}
-        gateway = stack.enter_context(serve_gateway(layers, **gateway_overrides))
-        yield Stack(gateway, layers, data_dir)
+        gateway, rest = stack.enter_context(serve_gateway(layers, **gateway_overrides))
+        yield Stack(gateway, layers, data_dir, rest)
