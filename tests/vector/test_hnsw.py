@@ -1,0 +1,81 @@
+"""HNSW indexes: recall on structured data, filtered queries, replacement via tombstones, restart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from strata.vector.v1 import vector_pb2
+from tests.contract.vector.helpers import struct, vec
+
+pb = vector_pb2
+DIMS = 32
+
+
+def clustered(n: int, seed: int = 0) -> np.ndarray:
+    """Low-rank plus noise, like real embeddings (recall on uniform noise means nothing)."""
+    rng = np.random.default_rng(seed)
+    basis = rng.standard_normal((8, DIMS))
+    centers = rng.standard_normal((20, 8))
+    points = centers[rng.integers(0, 20, n)] + 0.3 * rng.standard_normal((n, 8))
+    return (points @ basis + 0.05 * rng.standard_normal((n, DIMS))).astype(np.float32)
+
+
+def _load(stub: Any, name: str, data: np.ndarray) -> None:
+    for start in range(0, len(data), 1000):
+        batch = [vec(f"v{i}", data[i].tolist(), {"bucket": i % 10}) for i in range(start, min(start + 1000, len(data)))]
+        stub.UpsertVectors(pb.UpsertVectorsRequest(index_name=name, vectors=batch))
+
+
+def test_hnsw_recall_filters_tombstones_and_restart(open_vector: Callable[..., Any]) -> None:
+    data = clustered(3000)
+    queries = clustered(50, seed=1)
+    with open_vector() as stub:
+        stub.CreateIndex(pb.CreateIndexRequest(name="exact", dimensions=DIMS, metric=pb.METRIC_COSINE))
+        created = stub.CreateIndex(
+            pb.CreateIndexRequest(
+                name="graph",
+                dimensions=DIMS,
+                metric=pb.METRIC_COSINE,
+                index_type=pb.INDEX_TYPE_HNSW,
+                hnsw=pb.HnswConfig(m=16, ef_construction=64),
+            )
+        ).index
+        assert created.index_type == pb.INDEX_TYPE_HNSW
+        assert (created.hnsw.m, created.hnsw.ef_construction) == (16, 64) and created.hnsw.ef_search > 0
+        _load(stub, "exact", data)
+        _load(stub, "graph", data)
+
+        def top(name: str, q: np.ndarray, **kw: Any) -> list[str]:
+            request = pb.QueryRequest(index_name=name, vector=q.tolist(), top_k=10, **kw)
+            return [m.id for m in stub.Query(request).matches]
+
+        hits = sum(len(set(top("exact", q)) & set(top("graph", q))) for q in queries)
+        assert hits / (10 * len(queries)) >= 0.9
+
+        # A selective filter (1 in 1000) still returns every match.
+        rare = struct({"$and": [{"bucket": 3}, {"$or": [{"bucket": 3}]}]})
+        assert len(top("graph", queries[0], filter=rare)) == 10
+        vector_ids = [f"v{i}" for i in range(3, 3000, 10)]
+        stub.DeleteVectors(pb.DeleteVectorsRequest(index_name="graph", ids=vector_ids[:-2]))
+        assert sorted(top("graph", queries[0], filter=struct({"bucket": 3}))) == sorted(vector_ids[-2:])
+
+        # Replacing a vector hides the old position (a tombstone) and finds the new one.
+        target = data[0]
+        stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="graph", vectors=[vec("v1", target.tolist())]))
+        first_two = top("graph", target)[:2]
+        assert set(first_two) == {"v0", "v1"}
+        before = [top("graph", q) for q in queries[:10]]
+        count = stub.GetIndex(pb.GetIndexRequest(name="graph")).index.vector_count
+        assert count == 3000 - len(vector_ids) + 2
+    with open_vector() as stub:
+        assert [
+            top2
+            for top2 in (
+                [m.id for m in stub.Query(pb.QueryRequest(index_name="graph", vector=q.tolist(), top_k=10)).matches]
+                for q in queries[:10]
+            )
+        ] == before
+        assert stub.GetIndex(pb.GetIndexRequest(name="graph")).index.vector_count == count
