@@ -63,20 +63,28 @@ class RagApp:
                 log.warning("waiting for the layers", extra={"error": str(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        self._recovery = asyncio.create_task(self.recover())
+        self._recovery = asyncio.create_task(self._janitor())
 
-    async def recover(self) -> None:
+    async def _janitor(self) -> None:
+        """Recover once at start, then keep finishing cleanups that a layer outage interrupted."""
+        interrupted = True
+        while True:
+            await self.recover(interrupted=interrupted)
+            interrupted = False
+            await asyncio.sleep(self.deps.settings.janitor_seconds)
+
+    async def recover(self, *, interrupted: bool) -> None:
         try:
+            if interrupted:
+                for name in await self.deps.catalog.collections_in_state("creating"):
+                    await self.deps.catalog.set_collection_state(name, "deleting")
             for name in await self.deps.catalog.collections_in_state("deleting"):
                 await self.collections.finish_delete(name)
-            for name in await self.deps.catalog.collections_in_state("creating"):
-                await self.deps.catalog.set_collection_state(name, "deleting")
-                await self.collections.finish_delete(name)
-            cleaned = await self.documents.recover()
+            cleaned = await self.documents.recover(interrupted=interrupted)
             if cleaned:
-                log.info("recovered interrupted ingests", extra={"documents": cleaned})
+                log.info("cleaned up unfinished ingests", extra={"documents": cleaned})
         except StrataError as exc:
-            log.warning("recovery incomplete; it runs again at the next start", extra={"error": str(exc)})
+            log.warning("recovery incomplete; it runs again later", extra={"error": str(exc)})
 
     async def probe(self) -> bool:
         """SERVING only while every layer is."""

@@ -279,11 +279,17 @@ class Catalog:
         await self.sql.batch(statements)
 
     async def fail_ingest(self, collection: str, document_id: str, reason: str) -> None:
-        """Mark the document FAILED; its previous generation's rows are kept for cleanup, not search."""
+        """Mark the document FAILED (invisible to search). pending_generation stays set until
+        `generation_cleaned` confirms the attempt's vectors and bytes are gone."""
         await self.sql.query(
-            "UPDATE documents SET status = ?, error = ?, pending_generation = 0, update_time_us = ?"
-            " WHERE collection = ? AND id = ?",
+            "UPDATE documents SET status = ?, error = ?, update_time_us = ? WHERE collection = ? AND id = ?",
             (FAILED, reason[:2000], now_us(), collection, document_id),
+        )
+
+    async def generation_cleaned(self, collection: str, document_id: str, generation: int) -> None:
+        await self.sql.query(
+            "UPDATE documents SET pending_generation = 0 WHERE collection = ? AND id = ? AND pending_generation = ?",
+            (collection, document_id, generation),
         )
 
     async def delete_document_rows(self, collection: str, document_id: str) -> None:

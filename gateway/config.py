@@ -112,3 +112,10 @@ class GatewaySettings(RuntimeSettings):
         maximum=1 << 34,
         help="Largest REST request body (a document travels base64-encoded, a third larger).",
     )
+    janitor_seconds: float = setting(
+        "STRATA_GATEWAY_JANITOR_SECONDS",
+        30.0,
+        minimum=0.05,
+        maximum=86400,
+        help="How often the gateway finishes cleanups (of failed ingests, deleted collections) a layer outage left.",
+    )

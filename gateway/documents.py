@@ -235,8 +235,9 @@ class Documents:
         try:
             await self.deps.catalog.fail_ingest(collection, document_id, reason)
             await self._delete_generation(collection, document_id, generation)
+            await self.deps.catalog.generation_cleaned(collection, document_id, generation)
         except (StrataError, asyncio.CancelledError) as exc:
-            # The row stays PENDING; recover() finishes the job at the next start.
+            # pending_generation stays set; the janitor (recover) finishes the cleanup when the layer is back.
             log.warning("could not clean up a failed ingest", extra={"document": document_id, "error": str(exc)})
 
     async def _delete_generation(self, collection: str, document_id: str, generation: int) -> None:
@@ -322,18 +323,27 @@ class Documents:
 
     # -- recovery ----------------------------------------------------------------------------------
 
-    async def recover(self) -> int:
-        """Clean up ingests a crash left PENDING: their partial writes go, the document is FAILED (retryable)."""
+    async def recover(self, *, interrupted: bool) -> int:
+        """Clean up ingests that did not finish: their partial writes go and the document is FAILED (retryable).
+
+        At start (`interrupted`), PENDING documents were cut off by a crash. Later passes only finish
+        cleanups that a layer outage left undone, and leave in-flight ingests alone.
+        """
         cleaned = 0
         for record in await self.deps.catalog.pending_documents():
+            key = (record.collection, record.id)
+            if record.status == PENDING and (not interrupted or key in self._locks):
+                continue
             generation = record.pending_generation
             try:
+                if record.status == PENDING:
+                    await self.deps.catalog.fail_ingest(
+                        record.collection, record.id, "ingest was interrupted by a restart; put the document again"
+                    )
                 if generation:
                     await self._delete_generation(record.collection, record.id, generation)
-                await self.deps.catalog.fail_ingest(
-                    record.collection, record.id, "ingest was interrupted by a restart; put the document again"
-                )
+                    await self.deps.catalog.generation_cleaned(record.collection, record.id, generation)
                 cleaned += 1
             except StrataError as exc:
-                log.warning("recovery failed", extra={"document": record.id, "error": str(exc)})
+                log.warning("recovery incomplete", extra={"document": record.id, "error": str(exc)})
         return cleaned

@@ -199,5 +199,21 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
+README_BEGIN, README_END = "<!-- settings:begin -->", "<!-- settings:end -->"
+
+
+def readme_with_table(readme: str) -> str:
+    """README text with the configuration table between its markers replaced by the current one."""
+    head, _, rest = readme.partition(README_BEGIN)
+    _, _, tail = rest.partition(README_END)
+    return f"{head}{README_BEGIN}\n{markdown_table()}\n{README_END}{tail}"
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    import sys
+
+    if sys.argv[1:] == ["--write-readme"]:
+        path = Path(__file__).resolve().parents[2] / "README.md"
+        path.write_text(readme_with_table(path.read_text()))
+    else:
+        print(markdown_table())

@@ -80,3 +80,29 @@ def run_stack(data_dir: Path, **gateway_overrides: Any) -> Iterator[Stack]:
         layers = {name: stack.enter_context(serve_layer(name, data_dir)) for name in LAYERS}
         gateway, rest = stack.enter_context(serve_gateway(layers, **gateway_overrides))
         yield Stack(gateway, layers, data_dir, rest)
+
+
+class LayerProcess:
+    """A layer served in-process on a fixed address, which a test can stop and start again."""
+
+    def __init__(self, layer: str, data_dir: Path, **overrides: Any) -> None:
+        from tests.support.servers import free_port
+
+        self.layer = layer
+        self.data_dir = data_dir
+        self.overrides = overrides
+        self.address = f"127.0.0.1:{free_port()}"
+        self._running: contextlib.ExitStack | None = None
+
+    def start(self) -> LayerProcess:
+        server_module = importlib.import_module(LAYERS[self.layer][0])
+        settings = layer_settings(self.layer, self.data_dir, **self.overrides)
+        running = contextlib.ExitStack()
+        running.enter_context(serve_in_thread(lambda: server_module.create_server(self.address, settings), grace=0))
+        self._running = running
+        return self
+
+    def stop(self) -> None:
+        if self._running is not None:
+            self._running.close()
+            self._running = None

@@ -39,7 +39,7 @@ def test_malformed_keys_file_names_the_line(tmp_path: Path, line: str) -> None:
 
 
 def test_public_bind_without_keys_is_refused() -> None:
-    with pytest.raises(ConfigError, match="STRATA_GATEWAY_LISTEN=0.0.0.0:50050"):
+    with pytest.raises(ConfigError, match=r"STRATA_GATEWAY_LISTEN=0\.0\.0\.0:50050"):
         Guard(GatewaySettings(listen="0.0.0.0:50050"))
     with pytest.raises(ConfigError, match="STRATA_GATEWAY_REST_LISTEN"):
         Guard(GatewaySettings(rest_listen="[::]:8080"))

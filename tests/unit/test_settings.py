@@ -62,3 +62,10 @@ def test_configuration_table_lists_every_variable() -> None:
     table = markdown_table()
     for name in ("STRATA_DATA_DIR", "STRATA_GATEWAY_LISTEN", "STRATA_VECTOR_ADDR", "STRATA_LOG_LEVEL"):
         assert f"`{name}`" in table
+
+
+def test_readme_configuration_table_is_current() -> None:
+    from services.runtime.settings import readme_with_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert readme == readme_with_table(readme), "run: python -m services.runtime.settings --write-readme"
