@@ -80,7 +80,7 @@ class PostgresServer:
             "--no-locale",
             "--no-sync",
         )
-        log = open(self.log, "ab")  # noqa: SIM115 - lives as long as the server
+        log = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [
                 *self.prefix,
@@ -120,9 +120,11 @@ class PostgresServer:
             try:
                 with psycopg.connect(self.dsn("postgres"), connect_timeout=2):
                     return
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
-                    raise PostgresUnavailable(f"postgres did not accept connections: {self.log.read_text()[-2000:]}")
+                    raise PostgresUnavailable(
+                        f"postgres did not accept connections: {self.log.read_text()[-2000:]}"
+                    ) from exc
                 time.sleep(0.1)
 
     def dsn(self, database: str) -> str:
