@@ -1,0 +1,30 @@
+"""`python -m services.runtime.healthcheck [HOST:PORT] [SERVICE]`: exit 0 when the server reports SERVING.
+
+Used by container HEALTHCHECKs; speaks the standard grpc.health.v1 protocol, so it checks any
+Strata server (or any other gRPC server that implements health).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def main(argv: list[str]) -> int:
+    address = argv[0] if argv else "127.0.0.1:50050"
+    service = argv[1] if len(argv) > 1 else ""
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=3)
+    except grpc.RpcError as exc:
+        print(f"{address}: {exc.code().name}", file=sys.stderr)
+        return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{address}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
