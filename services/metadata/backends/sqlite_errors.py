@@ -43,7 +43,8 @@ def translate(exc: sqlite3.Error, guard: Guard, statement_timeout: float) -> Str
         return InvalidArgument(message, reason="SQL_ERROR")
     code = getattr(exc, "sqlite_errorcode", None) or 0
     primary = code & 0xFF
-    if primary == sqlite3.SQLITE_AUTH and guard.denied:
+    # Denials inside nested prepares (e.g. table-valued pragmas) surface as SQLITE_ERROR.
+    if guard.denied and (primary == sqlite3.SQLITE_AUTH or message == "not authorized"):
         if guard.denied == "WRITE":
             return NeedsWriter()
         return InvalidArgument(guard.denied, reason="FORBIDDEN_STATEMENT")

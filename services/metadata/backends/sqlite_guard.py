@@ -83,6 +83,15 @@ _TEMPORARY = frozenset(
 )
 _FORBIDDEN_FUNCTIONS = frozenset({"load_extension"})
 
+_SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema"})
+
+
+def _schema_read(action: int, table: str | None) -> bool:
+    # Table-valued pragmas (pragma_table_info...) parse the schema, which SQLite authorizes as an
+    # UPDATE of sqlite_master; a real UPDATE of it fails anyway unless writable_schema is on.
+    return action == sqlite3.SQLITE_UPDATE and table in _SCHEMA_TABLES
+
+
 # How many SQLite VM steps between time-limit checks (a check costs ~50 ns).
 PROGRESS_STEPS = 1000
 
@@ -102,7 +111,7 @@ class Guard:
         if self.trusted:
             return sqlite3.SQLITE_OK
         reason = self._forbidden(action, arg1, arg2)
-        if reason is None and action in _WRITES and not self.allow_writes:
+        if reason is None and action in _WRITES and not self.allow_writes and not _schema_read(action, arg1):
             reason = "WRITE"
         if reason is None:
             return sqlite3.SQLITE_OK
