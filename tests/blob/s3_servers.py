@@ -8,6 +8,7 @@ with STRATA_REQUIRE_BACKENDS=1, fails) the tests that need it.
 from __future__ import annotations
 
 import atexit
+import json
 import shutil
 import subprocess
 import sys
@@ -102,7 +103,18 @@ def _endpoint(name: str) -> str:
         ports = {flag: free_port() for flag in _WEED_PORT_FLAGS}
         command = [binary, "mini", f"-dir={workdir}/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false"]
         command += [f"-{flag}={port}" for flag, port in ports.items()]
-        command += ["-s3.port.iceberg=0", "-s3.port.lance=0"]
+        # With no identity SeaweedFS runs anonymously and ListBuckets shows nothing; give it ours.
+        identities = {
+            "identities": [
+                {
+                    "name": "strata",
+                    "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                }
+            ]
+        }
+        Path(workdir, "s3.json").write_text(json.dumps(identities))
+        command += ["-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={workdir}/s3.json"]
         Path(workdir, "data").mkdir()
         return _start(name, command, ports["s3.port"], workdir)
     except (FileNotFoundError, RuntimeError, TimeoutError) as exc:

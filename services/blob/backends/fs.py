@@ -27,6 +27,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import threading
@@ -45,6 +46,7 @@ MAGIC = b"STRATAB1"
 _TRAILER = struct.Struct(">Q8s")
 _SEGMENT = 200
 _LOCK_STRIPES = 1024
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _utc(ns: int) -> datetime:
@@ -450,6 +452,10 @@ class FilesystemBackend:
     # multipart uploads
 
     def _upload_dir(self, bucket: str, key: str, upload_id: str) -> Path:
+        # Ids this backend mints are 32 hex digits; anything else (a path, "..") names no upload.
+        if not _UPLOAD_ID.fullmatch(upload_id):
+            self.require_bucket(bucket)
+            raise NotFound(f"no multipart upload {upload_id[:80]!r}", reason="UPLOAD_NOT_FOUND")
         upload_dir = self._bucket_dir(bucket) / "uploads" / upload_id
         try:
             with open(upload_dir / "upload.json") as f:

@@ -24,7 +24,7 @@ from .client import new_bucket_name
 __all__ = ["moto_endpoint", "seaweedfs_endpoint"]  # fixtures, re-exported for this suite
 
 CONFORMANCE_ADDR = os.environ.get("STRATA_CONFORMANCE_ADDR", "")
-TARGETS = ["external"] if CONFORMANCE_ADDR else ["fs"]  # S3 targets join with the S3 backend
+TARGETS = ["external"] if CONFORMANCE_ADDR else ["fs", *S3_SERVERS]
 
 
 @pytest.fixture(scope="session", params=TARGETS)

@@ -50,12 +50,15 @@ def test_replace_is_whole(stub, bucket) -> None:
 
 
 def test_unicode_metadata_round_trips(stub, bucket) -> None:
-    put(stub, bucket, "k", b"x", metadata={"title": "Ünïcødé \u2013 東京", "empty": ""})
+    put(stub, bucket, "k", b"x", metadata={"title": "Ünïcødé \u2013 東京", "pct": "100% sure"})
     head = stub.HeadObject(blob_pb2.HeadObjectRequest(bucket=bucket, key="k")).object
-    assert dict(head.metadata) == {"title": "Ünïcødé \u2013 東京", "empty": ""}
+    assert dict(head.metadata) == {"title": "Ünïcødé \u2013 東京", "pct": "100% sure"}
 
 
-KEYS = ["a", "a/b", "A", "a/b/c", "x y", "ünï/東京.txt", "../escape", "/abs/path", "back\\slash", "a" * 1024, "é" * 512]
+# Portable keys. S3-compatible servers differ on "..", a leading "/", "\\", a trailing "/" and path
+# segments over 255 bytes (SeaweedFS rewrites or refuses them); tests/blob covers those on the filesystem.
+LONGEST = "/".join(["segment"] * 128)[:1023] + "!"
+KEYS = ["a", "a/b", "A", "a/b/c", "x y", "ünï/東京.txt", LONGEST, "é/" * 255 + "é"]
 
 
 def test_tricky_keys_are_distinct_objects(stub, bucket) -> None:
