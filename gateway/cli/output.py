@@ -77,6 +77,5 @@ def search_results(results: Sequence[gateway_pb2.SearchResult]) -> str:
 
 
 def sources(items: Sequence[gateway_pb2.Source]) -> str:
-    if not items:
-        return "Sources: none"
-    return "Sources:\n" + "\n".join(f"  [{s.citation}] {chunk_label(s.chunk)}" for s in items)
+    """One line per source; the answer itself already cites them as [n]."""
+    return "\n".join(f"[{s.citation}] {chunk_label(s.chunk)}" for s in items)
