@@ -170,7 +170,8 @@ class S3ObjectWriter:
         self._buffer += data
         self._size += len(data)
         part_bytes = self._backend.part_bytes
-        while len(self._buffer) >= 2 * part_bytes or (len(self._buffer) > part_bytes and not self._upload_id):
+        # Strictly more than a part before sending one, so the final part is never empty.
+        while len(self._buffer) > part_bytes:
             self._send_part(bytes(self._buffer[:part_bytes]))
             del self._buffer[:part_bytes]
 
