@@ -31,7 +31,7 @@ class Limits:
     max_response_bytes: int
 
 
-@dataclass
+@dataclass(slots=True)
 class StatementResult:
     """What one statement returned and did."""
 

@@ -6,6 +6,7 @@ inside a string, quoted identifier, dollar-quoted body or comment for syntax.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from services.runtime.errors import InvalidArgument
@@ -34,6 +35,7 @@ def _skip_space_and_comments(sql: str, pos: int, *, parens: bool = False) -> int
     return pos
 
 
+@functools.lru_cache(maxsize=4096)
 def leading_keyword(sql: str) -> str:
     """The statement's first keyword in upper case ('' when there is none)."""
     match = _WORD.match(sql, _skip_space_and_comments(sql, 0, parens=True))

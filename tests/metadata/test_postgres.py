@@ -9,16 +9,19 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.metadata.backends.postgres import schema_for
 from services.metadata.config import MetadataSettings
 from services.metadata.server import create_server
 from services.runtime.settings import ConfigError
 from strata.metadata.v1 import metadata_pb2 as pb
+from strata.metadata.v1 import metadata_pb2_grpc
 from tests.contract.metadata.client import Stub, error_info, expect_error, query, rows
 from tests.metadata.helpers import metadata_stub
 from tests.metadata.postgres_server import PostgresUnavailable, shared_postgres
 from tests.support.backends import missing_backend
+from tests.support.servers import free_port, serve_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +150,17 @@ def test_concurrent_calls_share_the_pool(stub: Stub) -> None:
 def test_postgres_backend_needs_a_dsn(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="STRATA_METADATA_POSTGRES_DSN"):
         create_server("127.0.0.1:0", MetadataSettings(data_dir=tmp_path, backend="postgres"))
+
+
+def test_unreachable_postgres_serves_not_serving_and_unavailable(tmp_path: Path) -> None:
+    dsn = f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=1"
+    settings = MetadataSettings(data_dir=tmp_path, backend="postgres", postgres_dsn=dsn, busy_timeout_seconds=0.5)
+    with (
+        serve_in_thread(lambda: create_server("127.0.0.1:0", settings)) as address,
+        grpc.insecure_channel(address) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        stub = metadata_pb2_grpc.MetadataServiceStub(channel)
+        expect_error(grpc.StatusCode.UNAVAILABLE, stub.ListDatabases, pb.ListDatabasesRequest())
+        expect_error(grpc.StatusCode.UNAVAILABLE, query, stub, "any", "SELECT 1")

@@ -98,9 +98,17 @@ class PostgresBackend:
             timeout=max(settings.busy_timeout_seconds, 0.1),
             name="strata-metadata",
         )
+        self._catalog_ready = False
 
     async def open(self) -> None:
-        await self.pool.open(wait=True, timeout=30)
+        # Serve even while PostgreSQL is down: health stays NOT_SERVING until the probe reaches it.
+        await self.pool.open(wait=False)
+        with contextlib.suppress(psycopg.Error):
+            await self._ensure_catalog()
+
+    async def _ensure_catalog(self) -> None:
+        if self._catalog_ready:
+            return
         async with self.pool.connection() as conn:
             for ddl in (
                 f"CREATE SCHEMA IF NOT EXISTS {CATALOG}",
@@ -110,16 +118,20 @@ class PostgresBackend:
                 # Two servers starting at once may race on IF NOT EXISTS; the loser's object exists anyway.
                 with contextlib.suppress(psycopg.errors.UniqueViolation):
                     await conn.execute(ddl)
+        self._catalog_ready = True
 
     async def close(self) -> None:
         await self.pool.close()
 
     async def probe(self) -> bool:
+        await self._ensure_catalog()
         async with self.pool.connection(timeout=5) as conn:
             await conn.execute("SELECT 1")
         return True
 
     async def create_database(self, name: str) -> DatabaseInfo:
+        async with translated(self.settings.statement_timeout_seconds):
+            await self._ensure_catalog()
         async with translated(self.settings.statement_timeout_seconds), self.pool.connection() as conn:
             try:
                 async with conn.transaction():
@@ -134,6 +146,8 @@ class PostgresBackend:
         return DatabaseInfo(name=name, size_bytes=0, created_at=row[0] if row else None)
 
     async def list_databases(self) -> list[DatabaseInfo]:
+        async with translated(self.settings.statement_timeout_seconds):
+            await self._ensure_catalog()
         async with translated(self.settings.statement_timeout_seconds), self.pool.connection() as conn:
             cur = await conn.execute(
                 f"""SELECT d.name, d.created_at,
@@ -146,6 +160,8 @@ class PostgresBackend:
 
     async def delete_database(self, name: str) -> None:
         lock_ms = max(1, int(self.settings.busy_timeout_seconds * 1000))
+        async with translated(self.settings.statement_timeout_seconds):
+            await self._ensure_catalog()
         async with translated(self.settings.statement_timeout_seconds), self.pool.connection() as conn:
             async with conn.transaction():
                 await conn.execute("SELECT set_config('lock_timeout', %s, true)", (str(lock_ms),))
@@ -178,6 +194,7 @@ class PostgresBackend:
             name=sql.Literal(database),
         )
         try:
+            await self._ensure_catalog()
             async with self.pool.connection() as conn:
                 async with translated(limits.statement_timeout):
                     cur = await conn.execute(start)
@@ -193,12 +210,8 @@ class PostgresBackend:
                     raise
                 async with translated(limits.statement_timeout):
                     await conn.execute("COMMIT")
-        except psycopg.Error as exc:  # the pool itself, or a connection lost while returning it
+        except psycopg.Error as exc:  # the pool (PoolTimeout), or a connection lost while returning it
             raise translate(exc, limits.statement_timeout) from exc
-        except Exception as exc:
-            if type(exc).__module__.startswith("psycopg_pool"):
-                raise translate(exc, limits.statement_timeout) from exc
-            raise
 
     async def execute(
         self, database: str, statements: Sequence[Statement], *, read_only: bool, in_batch: bool, limits: Limits

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from services.metadata.backends.sqlite_dump import dump_chunks, split_script
-from services.metadata.backends.sqlite_errors import NeedsWriter, translated
+from services.metadata.backends.sqlite_errors import NeedsWriter, translate
 from services.metadata.backends.sqlite_guard import Guard
 from services.metadata.config import MetadataSettings
 from services.metadata.model import (
@@ -33,6 +33,7 @@ from services.metadata.model import (
     ImportSummary,
     Limits,
     ResultBudget,
+    SqlValue,
     Statement,
     StatementResult,
     mark_statement,
@@ -77,38 +78,48 @@ class _Connection:
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
 
-    def run_one(self, statement: Statement, budget: ResultBudget, limits: Limits) -> StatementResult:
+    def _execute(self, statement: Statement, budget: ResultBudget, timeout: float) -> StatementResult:
+        """One statement; raises sqlite3.Error untranslated (callers translate once, with the index)."""
         keyword = leading_keyword(statement.sql)
         if keyword in _FORBIDDEN_KEYWORDS:
             raise InvalidArgument(f"{keyword} is not allowed", reason="FORBIDDEN_STATEMENT")
-        conn, guard = self.conn, self.guard
+        conn = self.conn
         started = time.perf_counter()
         before = conn.total_changes
-        guard.deadline = time.monotonic() + limits.statement_timeout
-        try:
-            with translated(guard, limits.statement_timeout):
-                cursor = conn.execute(statement.sql, statement.params)
-                columns = [d[0] for d in cursor.description] if cursor.description else []
-                rows: list[tuple[object, ...]] = []
-                if columns:
-                    while chunk := cursor.fetchmany(_FETCH):
-                        for row in chunk:
-                            budget.add_row(row)
-                        rows.extend(chunk)
-                written = conn.total_changes - before
-                changes = cursor.rowcount if cursor.rowcount >= 0 else written
-                last_row_id = cursor.lastrowid or 0 if changes and keyword in _INSERT_KEYWORDS else 0
-        finally:
-            guard.deadline = math.inf
+        self.guard.deadline = time.monotonic() + timeout
+        cursor = conn.execute(statement.sql, statement.params)
+        description = cursor.description
+        rows: list[tuple[SqlValue, ...]] = []
+        columns: list[str] = []
+        if description:
+            columns = [d[0] for d in description]
+            while chunk := cursor.fetchmany(_FETCH):
+                for row in chunk:
+                    budget.add_row(row)
+                rows.extend(chunk)
+        written = conn.total_changes - before
+        changes = cursor.rowcount if cursor.rowcount >= 0 else written
         return StatementResult(
-            columns=columns,
-            rows=rows,  # type: ignore[arg-type]
-            changes=changes,
-            last_row_id=last_row_id,
-            rows_read=len(rows),
-            rows_written=written,
-            duration_seconds=time.perf_counter() - started,
+            columns,
+            rows,
+            changes,
+            (cursor.lastrowid or 0) if changes and keyword in _INSERT_KEYWORDS else 0,
+            len(rows),
+            written,
+            time.perf_counter() - started,
         )
+
+    def run_read(self, statement: Statement, limits: Limits) -> StatementResult:
+        """One statement on a read connection (raises NeedsWriter if it turns out to write)."""
+        self.guard.denied = None
+        try:
+            return self._execute(statement, ResultBudget(limits), limits.statement_timeout)
+        except sqlite3.Error as exc:
+            raise mark_statement(_translated(exc, self.guard, limits), 0, in_batch=False) from exc
+        except StrataError as error:
+            raise mark_statement(error, 0, in_batch=False) from error.__cause__
+        finally:
+            self.guard.deadline = math.inf
 
     def run_transaction(
         self, statements: Sequence[Statement], limits: Limits, *, in_batch: bool, defer_foreign_keys: bool = False
@@ -116,24 +127,42 @@ class _Connection:
         """All statements in BEGIN IMMEDIATE ... COMMIT; any failure rolls everything back."""
         budget = ResultBudget(limits)
         results: list[StatementResult] = []
+        guard, conn, timeout = self.guard, self.conn, limits.statement_timeout
+        guard.denied = None
+        index = -1  # -1: failing outside any statement (BEGIN, COMMIT)
         try:
-            with translated(self.guard, limits.statement_timeout):
-                self.guard.trusted_execute(self.conn, "BEGIN IMMEDIATE")
-                if defer_foreign_keys:
-                    self.guard.trusted_execute(self.conn, "PRAGMA defer_foreign_keys=ON")
-            for index, statement in enumerate(statements):
-                try:
-                    results.append(self.run_one(statement, budget, limits))
-                except StrataError as error:
-                    raise mark_statement(error, index, in_batch=in_batch) from error.__cause__
-            with translated(self.guard, limits.statement_timeout):
-                self.guard.trusted_execute(self.conn, "COMMIT")
+            guard.trusted_execute(conn, "BEGIN IMMEDIATE")
+            if defer_foreign_keys:
+                guard.trusted_execute(conn, "PRAGMA defer_foreign_keys=ON")
+            for index, statement in enumerate(statements):  # noqa: B007 - index names the failure below
+                results.append(self._execute(statement, budget, timeout))
+            index = -1
+            guard.deadline = math.inf
+            guard.trusted_execute(conn, "COMMIT")
+        except (sqlite3.Error, StrataError) as exc:
+            self._rollback()
+            error = _translated(exc, guard, limits) if isinstance(exc, sqlite3.Error) else exc
+            if index >= 0:
+                mark_statement(error, index, in_batch=in_batch)
+            raise error from (exc if isinstance(exc, sqlite3.Error) else exc.__cause__)
         except BaseException:
-            if self.conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self.guard.trusted_execute(self.conn, "ROLLBACK")
+            self._rollback()
             raise
+        finally:
+            guard.deadline = math.inf
         return results
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.guard.trusted_execute(self.conn, "ROLLBACK")
+
+
+def _translated(exc: sqlite3.Error, guard: Guard, limits: Limits) -> StrataError:
+    error = translate(exc, guard, limits.statement_timeout)
+    if isinstance(error, NeedsWriter):
+        raise error
+    return error
 
 
 class _Database:
@@ -295,10 +324,7 @@ class SqliteBackend:
     async def _read(self, db: _Database, statement: Statement, limits: Limits) -> list[StatementResult]:
         def run() -> list[StatementResult]:
             with db.reader() as conn:
-                try:
-                    return [conn.run_one(statement, ResultBudget(limits), limits)]
-                except StrataError as error:
-                    raise mark_statement(error, 0, in_batch=False) from error.__cause__
+                return [conn.run_read(statement, limits)]
 
         async with db.reader_slots:
             if db.closed:
@@ -318,20 +344,22 @@ class SqliteBackend:
                 f"database {db.name!r} stayed locked by other writers for {self.settings.busy_timeout_seconds:g} s",
                 reason="DATABASE_LOCKED",
             ) from None
-        try:
-            if db.closed:
-                raise NotFound(f"database {db.name!r} does not exist", reason="DATABASE_NOT_FOUND")
-
-            def run() -> T:
-                try:
-                    conn = db.writer()
-                except sqlite3.Error as exc:
-                    raise Unavailable(f"cannot open database {db.name!r}: {exc}", reason="STORAGE_ERROR") from exc
-                return work(conn)
-
-            return await self._run(run)
-        finally:
+        if db.closed:
             db.write_lock.release()
+            raise NotFound(f"database {db.name!r} does not exist", reason="DATABASE_NOT_FOUND")
+
+        def run() -> T:
+            try:
+                conn = db.writer()
+            except sqlite3.Error as exc:
+                raise Unavailable(f"cannot open database {db.name!r}: {exc}", reason="STORAGE_ERROR") from exc
+            return work(conn)
+
+        future = asyncio.get_running_loop().run_in_executor(self._executor, run)
+        # The lock is released when the thread is done with the writer, not when the caller is:
+        # a cancelled call must not let the next writer into a transaction still running.
+        future.add_done_callback(lambda _: db.write_lock.release())
+        return await asyncio.shield(future)
 
     async def export(self, database: str, *, schema_only: bool) -> AsyncIterator[str]:
         db = await self._database(database)

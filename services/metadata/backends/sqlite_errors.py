@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections.abc import Iterator
 
 from services.metadata.backends.sqlite_guard import Guard
 from services.runtime.errors import (
@@ -77,12 +75,3 @@ def translate(exc: sqlite3.Error, guard: Guard, statement_timeout: float) -> Str
         return InvalidArgument(message, reason="DATATYPE_MISMATCH")
     # SQLITE_ERROR and the rest: syntax errors, unknown tables and columns, limits of the SQL itself.
     return InvalidArgument(message, reason="SQL_ERROR")
-
-
-@contextlib.contextmanager
-def translated(guard: Guard, statement_timeout: float) -> Iterator[None]:
-    guard.denied = None
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise translate(exc, guard, statement_timeout) from exc
