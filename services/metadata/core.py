@@ -76,7 +76,7 @@ class MetadataCore:
 
 def _check_statement(statement: Statement, index: int, *, in_batch: bool) -> None:
     try:
-        if not statement.sql.strip():
+        if not statement.sql or statement.sql.isspace():
             raise InvalidArgument("the statement is empty", reason="EMPTY_STATEMENT")
         reject_transaction_control(statement.sql)
     except StrataError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from services.runtime.errors import ResourceExhausted, StrataError
 
@@ -14,9 +15,8 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
 
-@dataclass(frozen=True)
-class Statement:
-    """One SQL statement with its positional `?` parameters."""
+class Statement(NamedTuple):
+    """One SQL statement with its positional `?` parameters (a tuple: built once per batched statement)."""
 
     sql: str
     params: tuple[SqlValue, ...] = ()
