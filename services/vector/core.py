@@ -181,6 +181,7 @@ class VectorCore:
         seen: set[VectorKey] = set()
         matrix = np.empty((len(vectors), spec.dimensions), dtype=np.float32)
         metadata: list[Metadata] = []
+        metadata_json: list[str] = []
         for row, vector in enumerate(vectors):
             key = _key(vector.id, vector.namespace)
             if key in seen:
@@ -200,20 +201,22 @@ class VectorCore:
                     metadata={"id": key.id},
                 )
             matrix[row] = vector.values
-            metadata.append(self._metadata(key.id, vector.metadata))
+            metadata.append(vector.metadata)
+            metadata_json.append(self._metadata_json(key.id, vector.metadata))
         self._check_finite(spec, matrix, keys)
-        return VectorBatch(keys, matrix, metadata)
+        return VectorBatch(keys, matrix, metadata, metadata_json)
 
     @staticmethod
-    def _metadata(vid: str, metadata: Metadata) -> Metadata:
-        size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+    def _metadata_json(vid: str, metadata: Metadata) -> str:
+        text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+        size = len(text.encode())
         if size > MAX_METADATA_BYTES:
             raise InvalidArgument(
                 f"metadata of vector {vid!r} is {size} bytes serialised; the limit is {MAX_METADATA_BYTES}",
                 reason="METADATA_TOO_LARGE",
                 metadata={"id": vid},
             )
-        return metadata
+        return text
 
     @staticmethod
     def _check_finite(spec: IndexSpec, matrix: np.ndarray, keys: list[VectorKey]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -51,9 +51,10 @@ class IndexInfo:
     last_mutation_id: int
 
 
-@dataclass(frozen=True)
-class VectorKey:
-    """A vector's identity: its id within its namespace. Orders by (namespace, id)."""
+class VectorKey(NamedTuple):
+    """A vector's identity: its id within its namespace. Orders by (namespace, id).
+
+    A tuple rather than a dataclass: keys are hashed several times per vector written."""
 
     namespace: str
     id: str
@@ -77,6 +78,8 @@ class VectorBatch:
     keys: list[VectorKey]
     values: Vector32  # shape (len(keys), dimensions)
     metadata: list[Metadata]
+    # Each metadata object as compact JSON, computed once for the size check and reused by logs.
+    metadata_json: list[str]
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,7 @@ class FaissIndex:
                 [batch.keys[i] for i in keep],
                 batch.values[keep] if len(keep) != len(batch.keys) else batch.values,
                 [batch.metadata[i] for i in keep],
+                [batch.metadata_json[i] for i in keep],
             )
             self._commit(entry)
             return WriteResult(entry.mutation_id, len(keep), skipped)

@@ -102,6 +102,8 @@ class LogEntry:
     keys: list[VectorKey]
     values: Vector32 | None = None
     metadata: list[Metadata] | None = None
+    # The metadata already serialised (by the core's size check), spliced in as is.
+    metadata_json: list[str] | None = None
 
     def encode(self) -> bytes:
         header = {
@@ -109,9 +111,12 @@ class LogEntry:
             "op": self.op,
             "k": [[key.namespace, key.id] for key in self.keys],
         }
-        if self.metadata is not None:
+        if self.metadata is not None and self.metadata_json is None:
             header["md"] = self.metadata
-        head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False)
+        if self.metadata_json is not None:
+            text = text[:-1] + ',"md":[' + ",".join(self.metadata_json) + "]}"
+        head = text.encode()
         body = b"" if self.values is None else np.ascontiguousarray(self.values, dtype="<f4").tobytes()
         payload = _HEADER_LEN.pack(len(head)) + head + body
         return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
