@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from services.blob import names, paging
-from services.blob.backends.base import BlobBackend, BucketInfo, ObjectInfo, ObjectReader, PartInfo
+from services.blob.backends.base import (
+    BlobBackend,
+    BucketInfo,
+    ObjectInfo,
+    ObjectReader,
+    ObjectWriter,
+    PartInfo,
+    PartWriter,
+)
 from services.blob.conditions import Conditions, resolve_range
 from services.runtime.errors import InvalidArgument, NotFound
 
@@ -22,6 +30,7 @@ MAX_PART_NUMBER = 10_000
 MAX_PART_BYTES = 5 * 1024**3
 
 T = TypeVar("T")
+W = TypeVar("W", ObjectWriter, PartWriter)
 _DONE = object()
 
 
@@ -116,46 +125,91 @@ class BlobStore:
         if conditions.if_match or conditions.if_none_match:
             # Fail before the upload when we already can; the commit checks again atomically.
             conditions.check(await _run(self.backend.head_object, bucket, key), what)
-        writer = await _run(self.backend.new_object, bucket, key, content_type, metadata)
-        try:
-            await self._pump(chunks, writer.write)
-            return await _run(writer.commit, lambda current: conditions.check(current, what))
-        except BaseException:
-            await _run(writer.abort)
-            raise
 
-    async def _pump(self, chunks: AsyncIterator[bytes], write: Callable[[bytes], None], limit: int = 0) -> int:
+        def new() -> ObjectWriter:
+            return self.backend.new_object(bucket, key, content_type, metadata)
+
+        writer, tail = await self._pump(chunks, new)
+
+        def finish() -> ObjectInfo:
+            # Small objects never left memory: open, write and commit in one trip to a worker thread.
+            final = writer or new()
+            try:
+                if tail:
+                    final.write(tail)
+            except BaseException:
+                final.abort()
+                raise
+            return final.commit(lambda current: conditions.check(current, what))
+
+        return await _run(finish)
+
+    async def _pump(
+        self, chunks: AsyncIterator[bytes], open_writer: Callable[[], W], limit: int = 0
+    ) -> tuple[W | None, bytes]:
+        """Stream `chunks` into a writer opened at the first full buffer; return it and the unwritten tail.
+
+        One write runs in a worker thread while the next chunk arrives, so disk and
+        network overlap; at most two buffers are held at a time.
+        """
         buffer = _Buffer(self.chunk_bytes)
         total = 0
-        async for chunk in chunks:
-            total += len(chunk)
-            if limit and total > limit:
-                raise InvalidArgument(f"a part may hold at most {limit} bytes", reason="PART_TOO_LARGE")
-            full = buffer.add(chunk)
-            if full is not None:
-                await _run(write, full)
-        if buffer.size:
-            await _run(write, buffer.take())
-        return total
+        writer: W | None = None
+        pending: asyncio.Future[None] | None = None
+        try:
+            async for chunk in chunks:
+                total += len(chunk)
+                if limit and total > limit:
+                    raise InvalidArgument(f"a part may hold at most {limit} bytes", reason="PART_TOO_LARGE")
+                full = buffer.add(chunk)
+                if full is None:
+                    continue
+                if writer is None:
+                    writer = await _run(open_writer)
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(_run(writer.write, full))
+            if pending is not None:
+                await pending
+            return writer, buffer.take()
+        except BaseException:
+            if pending is not None:
+                await asyncio.wait([pending])
+                if not pending.cancelled():
+                    pending.exception()  # retrieved, so it is not logged as unhandled
+            if writer is not None:
+                await _run(writer.abort)
+            raise
 
     async def get_object(
         self, bucket: str, key: str, conditions: Conditions, byte_range: tuple[int, int, int] | None
     ) -> Download:
-        reader = await self._open(bucket, key)
-        try:
-            conditions.check(reader.info, _object_name(bucket, key))
-            offset, length = (
-                (0, reader.info.size) if byte_range is None else resolve_range(reader.info.size, *byte_range)
-            )
-        except BaseException:
-            await _run(reader.close)
-            raise
-        return Download(reader.info, offset, length, self._stream(reader, offset, length))
-
-    async def _open(self, bucket: str, key: str) -> ObjectReader:
         names.bucket_name(bucket)
         names.object_key(key)
-        reader = await _run(self.backend.open_object, bucket, key)
+
+        def open_read() -> tuple[ObjectInfo, int, int, bytes, ObjectReader | None]:
+            reader = self._open_sync(bucket, key)
+            try:
+                conditions.check(reader.info, _object_name(bucket, key))
+                size = reader.info.size
+                offset, length = (0, size) if byte_range is None else resolve_range(size, *byte_range)
+                if length > self.chunk_bytes:
+                    return reader.info, offset, length, b"", reader
+                # Small reads finish in this one trip to a worker thread.
+                data = b"".join(reader.read(offset, length, self.chunk_bytes))
+            except BaseException:
+                reader.close()
+                raise
+            reader.close()
+            return reader.info, offset, length, data, None
+
+        info, offset, length, data, reader = await _run(open_read)
+        if reader is None:
+            return Download(info, offset, length, _once(data))
+        return Download(info, offset, length, self._stream(reader, offset, length))
+
+    def _open_sync(self, bucket: str, key: str) -> ObjectReader:
+        reader = self.backend.open_object(bucket, key)
         if reader is None:
             raise NotFound(
                 f"{_object_name(bucket, key)} does not exist",
@@ -165,15 +219,26 @@ class BlobStore:
         return reader
 
     async def _stream(self, reader: ObjectReader, offset: int, length: int) -> AsyncIterator[bytes]:
+        """Yield chunks, reading the next one in a worker thread while this one is sent."""
         chunks: Iterator[bytes] = reader.read(offset, length, self.chunk_bytes)
+        upcoming = asyncio.ensure_future(_run(next, chunks, _DONE))
         try:
             while True:
-                chunk = await _run(next, chunks, _DONE)
+                chunk = await upcoming
                 if chunk is _DONE:
                     return
+                upcoming = asyncio.ensure_future(_run(next, chunks, _DONE))
                 yield chunk  # type: ignore[misc]
         finally:
+            await asyncio.wait([upcoming])
+            if not upcoming.cancelled():
+                upcoming.exception()
             await _run(reader.close)
+
+    async def _open(self, bucket: str, key: str) -> ObjectReader:
+        names.bucket_name(bucket)
+        names.object_key(key)
+        return await _run(self._open_sync, bucket, key)
 
     async def head_object(self, bucket: str, key: str, conditions: Conditions) -> ObjectInfo:
         names.bucket_name(bucket)
@@ -285,13 +350,21 @@ class BlobStore:
                 reason="INVALID_PART_NUMBER",
                 metadata={"part_number": str(part_number)},
             )
-        writer = await _run(self.backend.new_part, bucket, key, upload_id, part_number)
-        try:
-            await self._pump(chunks, writer.write, MAX_PART_BYTES)
-            return await _run(writer.commit)
-        except BaseException:
-            await _run(writer.abort)
-            raise
+        writer, tail = await self._pump(
+            chunks, lambda: self.backend.new_part(bucket, key, upload_id, part_number), MAX_PART_BYTES
+        )
+
+        def finish() -> PartInfo:
+            final = writer or self.backend.new_part(bucket, key, upload_id, part_number)
+            try:
+                if tail:
+                    final.write(tail)
+            except BaseException:
+                final.abort()
+                raise
+            return final.commit()
+
+        return await _run(finish)
 
     async def list_parts(
         self, bucket: str, key: str, upload_id: str, page_size: int, page_token: str
@@ -368,6 +441,11 @@ class BlobStore:
         names.object_key(key)
         _upload_id(upload_id)
         await _run(self.backend.abort_upload, bucket, key, upload_id)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    if data:
+        yield data
 
 
 def multipart_etag(part_etags: Sequence[str]) -> str:
