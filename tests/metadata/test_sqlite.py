@@ -172,3 +172,18 @@ def test_concurrent_writers_all_commit(stub: Stub) -> None:
         thread.join()
     assert not errors
     assert rows(query(stub, "main", "SELECT w, count(*) FROM t GROUP BY w ORDER BY w")) == [(w, 20) for w in range(8)]
+
+
+def test_concurrent_deletes_one_wins_the_other_is_not_found(stub: Stub) -> None:
+    query(stub, "main", "SELECT 1")  # open it, so both deletes find the open database
+
+    def delete() -> grpc.StatusCode:
+        try:
+            stub.DeleteDatabase(pb.DeleteDatabaseRequest(name="main"), timeout=10)
+            return grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            return exc.code()
+
+    with ThreadPoolExecutor(4) as pool:
+        codes = sorted(c.name for c in pool.map(lambda _: delete(), range(4)))
+    assert codes == ["NOT_FOUND", "NOT_FOUND", "NOT_FOUND", "OK"]

@@ -218,7 +218,10 @@ class SqliteBackend:
         self._executor = ThreadPoolExecutor(max_workers=settings.sqlite_readers + 2, thread_name_prefix="sqlite")
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except (OSError, sqlite3.Error) as exc:  # the data directory itself failed, not a statement
+            raise Unavailable(f"metadata storage error: {exc}", reason="STORAGE_ERROR") from exc
 
     def _path(self, name: str) -> Path:
         return self.root / f"{name}{SUFFIX}"
@@ -293,6 +296,8 @@ class SqliteBackend:
     async def delete_database(self, name: str) -> None:
         db = await self._database(name)
         async with self._registry_lock:
+            if db.closed:  # a concurrent delete won
+                raise NotFound(f"database {name!r} does not exist", reason="DATABASE_NOT_FOUND")
             async with db.write_lock:
                 db.closed = True
                 # Wait for every reader to finish before the files go.
