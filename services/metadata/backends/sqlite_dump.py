@@ -18,6 +18,7 @@ from services.metadata.sqltext import is_blank, without_leading_comments
 CHUNK_CHARS = 64 * 1024
 _HEADER = "BEGIN TRANSACTION;\n"
 _FOOTER = "COMMIT;\n"
+_FOREIGN_KEYS_OFF = re.compile(r"PRAGMA\s+foreign_keys\s*=\s*(OFF|0|false)\s*;?\s*$", re.IGNORECASE)
 _PLAIN_TRANSACTION = re.compile(r"(BEGIN|COMMIT|END)(\s+TRANSACTION)?\s*;?\s*$", re.IGNORECASE)
 
 
@@ -110,8 +111,8 @@ def dump_chunks(path: Path, *, schema_only: bool) -> Iterator[str]:
 def split_script(sql: str) -> list[str]:
     """Statements of a script, split where SQLite's own tokenizer says a statement ends.
 
-    A leading BEGIN [TRANSACTION] and trailing COMMIT/END, as dumps carry, are dropped:
-    Import already runs the whole script as one transaction.
+    A leading `PRAGMA foreign_keys=OFF`, BEGIN [TRANSACTION] and a trailing COMMIT/END, as
+    dumps carry, are dropped: Import already runs the whole script as one transaction.
     """
     statements: list[str] = []
     start = 0
@@ -125,6 +126,9 @@ def split_script(sql: str) -> list[str]:
         pos = sql.find(";", pos + 1)
     if not is_blank(sql[start:]):
         statements.append(sql[start:].strip())
+    # The sqlite3 shell's .dump starts with this; Import defers foreign keys to COMMIT anyway.
+    while statements and _FOREIGN_KEYS_OFF.match(without_leading_comments(statements[0])):
+        statements.pop(0)
     if statements and _is_plain(statements[0], ("BEGIN",)):
         statements.pop(0)
     if statements and _is_plain(statements[-1], ("COMMIT", "END")):
