@@ -18,7 +18,13 @@ DEFAULT_ADDRESS = "127.0.0.1:50050"
 # A search with 100 long chunks can exceed gRPC's 4 MiB default.
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
 # What grpc core says when no connection could be made at all (as opposed to the gateway answering UNAVAILABLE).
-_UNREACHABLE_HINTS = ("failed to connect", "errors resolving", "dns resolution failed", "connection refused")
+_UNREACHABLE_HINTS = (
+    "failed to connect",
+    "errors resolving",
+    "dns resolution failed",
+    "connection refused",
+    "handshake",
+)
 
 
 class CliError(Exception):
@@ -83,13 +89,45 @@ def is_unreachable(exc: grpc.RpcError) -> bool:
     return name == "UNAVAILABLE" and any(hint in message.lower() for hint in _UNREACHABLE_HINTS)
 
 
-def rpc_failure(exc: grpc.RpcError, address: str) -> CliError:
+def short_cause(exc: grpc.RpcError) -> str:
+    """A few words on why no connection was made, for a table cell."""
+    message = status_of(exc)[1]
+    lowered = message.lower()
+    for needle, cause in (
+        ("handshake", "TLS handshake failed"),
+        ("connection refused", "connection refused"),
+        ("resolv", "cannot resolve the host"),
+        ("socket closed", "connection closed by the server"),
+    ):
+        if needle in lowered:
+            return cause
+    return message
+
+
+def unreachable_hint(exc: grpc.RpcError, target: Target, address: str | None = None) -> str:
+    """What to try when no connection could be made; empty when the server did answer."""
+    if not is_unreachable(exc):
+        return ""
+    where = address or target.address
+    message = status_of(exc)[1].lower()
+    if "handshake" in message:
+        return (
+            f"hint: the TLS handshake with {where} failed: the server may not serve TLS (drop --tls-ca / "
+            f"{ENV_TLS_CA}), or its certificate is not signed by {target.tls_ca_file}"
+        )
+    if "socket closed" in message and not target.tls_ca_file:
+        return (
+            f"hint: {where} closed the connection: if it serves TLS, pass --tls-ca FILE (or set {ENV_TLS_CA}) "
+            "with the CA that signed its certificate"
+        )
+    return (
+        f"hint: no Strata gateway answered at {where}: is it running? try `make run` "
+        f"(or point --address / {ENV_ADDRESS} at it)"
+    )
+
+
+def rpc_failure(exc: grpc.RpcError, target: Target) -> CliError:
     """The CliError for a failed gateway call: `STATUS: message`, plus a hint when nothing answered."""
     name, message = status_of(exc)
-    text = f"{name}: {message}"
-    if is_unreachable(exc):
-        text += (
-            f"\nhint: no Strata gateway answered at {address}: is it running? try `make run` "
-            f"(or point --address / {ENV_ADDRESS} at it)"
-        )
-    return CliError(text)
+    hint = unreachable_hint(exc, target)
+    return CliError(f"{name}: {message}" + (f"\n{hint}" if hint else ""))

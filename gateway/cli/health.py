@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.cli import output
-from gateway.cli.connection import Target, is_unreachable, status_of
+from gateway.cli.connection import Target, is_unreachable, short_cause, status_of, unreachable_hint
 
 # The same variables (and defaults) the gateway reads to dial its layers.
 LAYERS = (
@@ -27,8 +27,8 @@ def targets(gateway_address: str) -> list[tuple[str, str]]:
     return [("gateway", gateway_address)] + [(name, os.environ.get(env) or default) for name, env, default in LAYERS]
 
 
-def check(target: Target, address: str) -> tuple[str, str]:
-    """(status, detail): SERVING, NOT_SERVING..., or UNREACHABLE / the error's status."""
+def check(target: Target, address: str) -> tuple[str, str, str]:
+    """(status, detail, hint): SERVING, NOT_SERVING..., or UNREACHABLE / the error's status."""
     with target.channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -37,11 +37,10 @@ def check(target: Target, address: str) -> tuple[str, str]:
                 metadata=target.metadata,
             )
         except grpc.RpcError as exc:
-            name, message = status_of(exc)
-            if is_unreachable(exc):  # grpc core's long message ends with the cause, e.g. "Connection refused"
-                return "UNREACHABLE", message.rsplit(": ", 1)[-1].strip(" []")
-            return name, message
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status), ""
+            if is_unreachable(exc):
+                return "UNREACHABLE", short_cause(exc), unreachable_hint(exc, target, address)
+            return (*status_of(exc), "")
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status), "", ""
 
 
 def run_health(target: Target) -> int:
@@ -49,9 +48,10 @@ def run_health(target: Target) -> int:
     with ThreadPoolExecutor(max_workers=len(services)) as pool:
         results = list(pool.map(lambda item: check(target, item[1]), services))
     rows = [
-        [name, address, status, detail] for (name, address), (status, detail) in zip(services, results, strict=True)
+        [name, address, status, detail] for (name, address), (status, detail, _) in zip(services, results, strict=True)
     ]
     print(output.table(["SERVICE", "ADDRESS", "STATUS", "DETAIL"], rows))
-    if results[0][0] == "UNREACHABLE":
-        sys.stderr.write(f"hint: no Strata gateway answered at {target.address}: is it running? try `make run`\n")
-    return 0 if all(status == SERVING for status, _ in results) else 1
+    gateway_hint = results[0][2]  # a layer's address comes from the environment, the gateway's from the user
+    if gateway_hint:
+        sys.stderr.write(gateway_hint + "\n")
+    return 0 if all(status == SERVING for status, _, _ in results) else 1

@@ -181,7 +181,7 @@ def run_ingest(
                 gateway_pb2.GetCollectionRequest(name=collection), timeout=target.deadline(30), metadata=target.metadata
             )
         except grpc.RpcError as exc:
-            raise rpc_failure(exc, target.address) from None
+            raise rpc_failure(exc, target) from None
         plan = discover(roots)
         outcomes, interrupted = _put_all(channel, target, collection, plan.files, concurrency, metadata)
     code = summarize(plan, outcomes, time.monotonic() - started, out)

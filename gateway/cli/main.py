@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     cols = commands.add_parser("collections", help="list, create, describe or delete collections")
     actions = cols.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = actions.add_parser("list", parents=[common], help="list collections")
-    p.add_argument("--json", action="store_true", help="print proto3 JSON")
+    p.add_argument("--json", action="store_true", help="print the proto3 JSON the REST API returns")
     p.set_defaults(run=lambda a, t: collections.list_collections(t, a.json))
     p = actions.add_parser("create", parents=[common], help="create a collection")
     p.add_argument("name")
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-model", default="", metavar="MODEL", help="default: the inference service's default")
     p.add_argument("--chunk-size", type=int, metavar="TOKENS", help="tokens per chunk, 32..512 (default 200)")
     p.add_argument("--overlap", type=int, metavar="TOKENS", help="tokens shared by consecutive chunks (default 30)")
-    p.add_argument("--json", action="store_true", help="print proto3 JSON")
+    p.add_argument("--json", action="store_true", help="print the proto3 JSON the REST API returns")
     p.set_defaults(
         run=lambda a, t: collections.create_collection(
             t, a.name, a.description, a.embedding_model, a.chunk_size, a.overlap, a.json
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = actions.add_parser("get", parents=[common], help="describe a collection")
     p.add_argument("name")
-    p.add_argument("--json", action="store_true", help="print proto3 JSON")
+    p.add_argument("--json", action="store_true", help="print the proto3 JSON the REST API returns")
     p.set_defaults(run=lambda a, t: collections.get_collection(t, a.name, a.json))
     p = actions.add_parser("delete", parents=[common], help="delete a collection and all its documents")
     p.add_argument("name")
@@ -123,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
         "skipped). A document's id is its path relative to the argument it was found under.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--collection", "-c", required=True)
-    p.add_argument("--concurrency", "-j", type=_concurrency, default=4, help="documents in flight at once (default 4)")
+    p.add_argument("--collection", "-c", required=True, metavar="NAME")
+    p.add_argument(
+        "--concurrency", "-j", type=_concurrency, default=4, metavar="N", help="documents in flight at once (default 4)"
+    )
     p.add_argument("--metadata", metavar="JSON", help="JSON object attached to every document, for search filters")
     p.set_defaults(
         run=lambda a, t: ingest.run_ingest(
@@ -134,17 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("search", parents=[common], help="find the chunks most relevant to a query")
     p.add_argument("query")
-    p.add_argument("--collection", "-c", required=True)
+    p.add_argument("--collection", "-c", required=True, metavar="NAME")
     p.add_argument("--top-k", "-k", type=int, default=0, metavar="K", help="results, 1..100 (default 5)")
     p.add_argument("--filter", metavar="JSON", help='metadata filter, e.g. \'{"lang": {"$eq": "en"}}\'')
-    p.add_argument("--json", action="store_true", help="print proto3 JSON")
+    p.add_argument("--json", action="store_true", help="print the proto3 JSON the REST API returns")
     p.set_defaults(
         run=lambda a, t: query.search(t, a.collection, a.query, a.top_k, json_object(a.filter, "--filter"), a.json)
     )
 
     p = commands.add_parser("ask", parents=[common], help="answer a question from a collection, with sources")
     p.add_argument("question")
-    p.add_argument("--collection", "-c", required=True)
+    p.add_argument("--collection", "-c", required=True, metavar="NAME")
     p.add_argument("--top-k", "-k", type=int, default=0, metavar="K", help="chunks to retrieve, 1..20 (default 5)")
     p.add_argument("--filter", metavar="JSON", help="metadata filter, as for search")
     p.add_argument("--min-score", type=float, metavar="S", help="ignore chunks scoring below S (server default)")
@@ -190,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
     except grpc.RpcError as exc:
-        sys.stderr.write(f"error: {rpc_failure(exc, target.address)}\n")
+        sys.stderr.write(f"error: {rpc_failure(exc, target)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import grpc
 from google.protobuf.struct_pb2 import Struct
 
 from gateway.cli import output
@@ -35,6 +36,7 @@ def ask(
     request = gateway_pb2.AskStreamRequest(collection=collection, question=question, options=options)
     out = sys.stdout
     sources: list[gateway_pb2.Source] = []
+    wrote = False
     with target.channel() as channel:
         # No default deadline: a long answer on a slow CPU is fine, and Ctrl-C cancels the stream (and generation).
         stream = target.gateway(channel).AskStream(request, timeout=target.timeout, metadata=target.metadata)
@@ -46,6 +48,12 @@ def ask(
                 elif kind == "delta":
                     out.write(event.delta)
                     out.flush()
+                    wrote = True
+        except grpc.RpcError:
+            if wrote:  # end the partial answer so the error starts on its own line
+                out.write("\n")
+                out.flush()
+            raise
         finally:
             stream.cancel()
     out.write(("\n\n" + output.sources(sources) if sources else "") + "\n")

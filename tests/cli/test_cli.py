@@ -6,18 +6,21 @@ import importlib.util
 import json
 import os
 import pty
+import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from strata.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.cli.conftest import run_cli, strata_env
 from tests.cli.documents import INGESTED_IDS, make_corpus
-from tests.support.servers import REPO_ROOT, free_port
+from tests.support.servers import REPO_ROOT, free_port, serve_in_thread
 from tests.support.stack import Stack, serve_gateway
 
 HAS_LLM = importlib.util.find_spec("llama_cpp") is not None
@@ -231,7 +234,7 @@ def test_health_of_a_dead_gateway(stack: Stack) -> None:
     done = run_cli(stack.gateway, "--address", dead, "health", env=layers)
     assert done.returncode == 1
     gateway_row = done.stdout.splitlines()[1].split()
-    assert gateway_row[:3] == ["gateway", dead, "UNREACHABLE"]
+    assert gateway_row == ["gateway", dead, "UNREACHABLE", "connection", "refused"]
     assert all(line.split()[2] == "SERVING" for line in done.stdout.splitlines()[2:])
     assert "is it running? try `make run`" in done.stderr
 
@@ -258,3 +261,55 @@ def test_usage_errors_exit_2(stack: Stack) -> None:
     assert missing.returncode == 2 and "--collection" in missing.stderr
     bad_concurrency = run_cli(stack.gateway, "ingest", ".", "-c", "x", "--concurrency", "0")
     assert bad_concurrency.returncode == 2 and "must be 1..256" in bad_concurrency.stderr
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "gateway.pem", folder / "gateway.key"
+    command = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1"
+    subprocess.run(
+        [*command.split(), "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_tls_gateway_with_a_ca_file(stack: Stack, tmp_path: Path) -> None:
+    from gateway.config import GatewaySettings
+    from gateway.server import create_server
+
+    cert, key = self_signed_certificate(tmp_path)
+    settings = GatewaySettings(
+        inference_addr=stack.layers["inference"],
+        vector_addr=stack.layers["vector"],
+        metadata_addr=stack.layers["metadata"],
+        blob_addr=stack.layers["blob"],
+        rest_listen="",
+        log_level="warning",
+        health_probe_seconds=0.2,
+        tls_cert_file=str(cert),
+        tls_key_file=str(key),
+    )
+    with serve_in_thread(lambda: create_server("127.0.0.1:0", settings)) as address:
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(address, credentials) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 30
+            while (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                != health_pb2.HealthCheckResponse.SERVING
+            ):
+                assert time.monotonic() < deadline, "TLS gateway never became SERVING"
+                time.sleep(0.1)
+        assert run_cli(address, "--tls-ca", str(cert), "collections", "list").returncode == 0
+        assert run_cli(address, "collections", "list", env={"STRATA_TLS_CA_FILE": str(cert)}).returncode == 0
+        plaintext = run_cli(address, "collections", "list", "--timeout", "5")
+        assert_clean_error(plaintext, "UNAVAILABLE")
+        assert "if it serves TLS, pass --tls-ca FILE" in plaintext.stderr
+        assert "Handshake" not in plaintext.stderr  # grpc core's own logging is silenced
+        wrong_ca = run_cli(stack.gateway, "collections", "list", "--tls-ca", str(cert), "--timeout", "5")
+        assert_clean_error(wrong_ca, "UNAVAILABLE")
+        assert "TLS handshake" in wrong_ca.stderr and "may not serve TLS" in wrong_ca.stderr
+        missing = run_cli(address, "collections", "list", "--tls-ca", str(tmp_path / "nope.pem"))
+        assert missing.returncode == 2 and missing.stderr.startswith("error: cannot read the TLS CA file")
