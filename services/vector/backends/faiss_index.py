@@ -1,7 +1,8 @@
 """One FAISS index in memory, with its log and snapshots.
 
-Concurrency: `_writer` (a mutex) serialises mutations and snapshots; validation, planning
-and the fsynced log append happen under it but outside `_rw`. Only the short in-memory
+Concurrency: `_writer` (a mutex) serialises mutations and snapshots; planning and the
+fsynced log append happen under it but outside `_rw` (writes queued meanwhile share the
+next fsync: group commit). Only the short in-memory
 apply (FAISS add/remove plus the id maps) holds `_rw` exclusively, so searches wait for at
 most one apply and never for a disk write, and a reader never sees half a batch. Searches
 hold `_rw` shared while they search AND while they turn FAISS ids into records, so results
@@ -20,6 +21,7 @@ import logging
 import pickle
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from services.runtime.errors import FailedPrecondition, NotFound
+from services.runtime.errors import FailedPrecondition, NotFound, StrataError
+from services.vector import filters
 from services.vector.backends import faiss_storage as storage
 from services.vector.backends.faiss_locks import ReadWriteLock
 from services.vector.backends.faiss_postings import Postings
@@ -61,6 +64,34 @@ class SearchRequest:
     top_k: int
     include_values: bool
     include_metadata: bool
+
+
+_Plan = Callable[["_Pending", int], tuple[storage.LogEntry, WriteResult]]
+
+
+class _Ticket:
+    """One queued write: its plan, then its result or error once a group commit ran it."""
+
+    __slots__ = ("done", "error", "plan", "result")
+
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        self.done = False
+        self.result: WriteResult | None = None
+        self.error: BaseException | None = None
+
+
+class _Pending:
+    """Keys written earlier in the same group: key -> metadata, or None when deleted."""
+
+    def __init__(self, by_key: dict[VectorKey, int]) -> None:
+        self.by_key = by_key
+        self.changes: dict[VectorKey, Metadata | None] = {}
+
+    def exists(self, key: VectorKey) -> bool:
+        if key in self.changes:
+            return self.changes[key] is not None
+        return key in self.by_key
 
 
 class _Record:
@@ -99,6 +130,8 @@ class FaissIndex:
         self.directory = directory
         self.closed = False
         self._writer = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Ticket] = []
         self._snapshotting = threading.Lock()
         self._rw = ReadWriteLock()
         self._index = _new_faiss_index(spec)
@@ -144,47 +177,95 @@ class FaissIndex:
     # ---- writes ----------------------------------------------------------------------
 
     def write(self, batch: VectorBatch, replace: bool) -> WriteResult:
-        with self._writer:
-            self._live()
+        def plan(pending: _Pending, mutation_id: int) -> tuple[storage.LogEntry, WriteResult]:
             if replace:
                 keep = list(range(len(batch.keys)))
-                skipped: list[VectorKey] = []
             else:
-                keep = [i for i, key in enumerate(batch.keys) if key not in self._by_key]
-                skipped = [key for key in batch.keys if key in self._by_key]
+                keep = [i for i, key in enumerate(batch.keys) if not pending.exists(key)]
+            skipped = [] if replace else [key for key in batch.keys if pending.exists(key)]
+            for i in keep:
+                pending.changes[batch.keys[i]] = batch.metadata[i]
             entry = storage.LogEntry(
-                self.last_mutation_id + 1,
+                mutation_id,
                 "upsert",
                 [batch.keys[i] for i in keep],
                 batch.values[keep] if len(keep) != len(batch.keys) else batch.values,
                 [batch.metadata[i] for i in keep],
                 [batch.metadata_json[i] for i in keep],
             )
-            self._commit(entry)
-            return WriteResult(entry.mutation_id, len(keep), skipped)
+            return entry, WriteResult(mutation_id, len(keep), skipped)
+
+        return self._submit(plan)
 
     def delete_keys(self, keys: list[VectorKey]) -> WriteResult:
-        with self._writer:
-            self._live()
-            present = [key for key in dict.fromkeys(keys) if key in self._by_key]
-            entry = storage.LogEntry(self.last_mutation_id + 1, "delete", present)
-            self._commit(entry)
-            return WriteResult(entry.mutation_id, len(present))
+        def plan(pending: _Pending, mutation_id: int) -> tuple[storage.LogEntry, WriteResult]:
+            present = [key for key in dict.fromkeys(keys) if pending.exists(key)]
+            for key in present:
+                pending.changes[key] = None
+            return storage.LogEntry(mutation_id, "delete", present), WriteResult(mutation_id, len(present))
+
+        return self._submit(plan)
 
     def delete_matching(self, where: Filter, namespace: str | None) -> WriteResult:
-        with self._writer:
-            self._live()
-            # Only this thread mutates, so reading the maps without `_rw` is consistent.
-            ids = self._candidates(where, namespace)
-            keys = sorted((self._records[i].key for i in ids), key=VectorKey.sort_key)
-            entry = storage.LogEntry(self.last_mutation_id + 1, "delete", keys)
-            self._commit(entry)
-            return WriteResult(entry.mutation_id, len(keys))
+        def plan(pending: _Pending, mutation_id: int) -> tuple[storage.LogEntry, WriteResult]:
+            # Only the committing thread mutates, so reading the maps without `_rw` is consistent.
+            found = {self._records[i].key for i in self._candidates(where, namespace)}
+            for key, metadata in pending.changes.items():
+                found.discard(key)
+                if metadata is not None and namespace in (None, key.namespace) and filters.matches(where, metadata):
+                    found.add(key)
+            keys = sorted(found, key=VectorKey.sort_key)
+            for key in keys:
+                pending.changes[key] = None
+            return storage.LogEntry(mutation_id, "delete", keys), WriteResult(mutation_id, len(keys))
 
-    def _commit(self, entry: storage.LogEntry) -> None:
+        return self._submit(plan)
+
+    def _submit(self, plan: _Plan) -> WriteResult:
+        """Group commit: whoever holds `_writer` logs every queued write with one fsync.
+
+        A writer queues its plan, then waits for `_writer`; the holder plans every queued
+        write in order (each sees the effects of those before it), appends them all, fsyncs
+        once, applies them one by one, and marks them done. Later writers find their ticket
+        done when they get the lock. Concurrent single-vector writes thus share fsyncs.
+        """
+        ticket = _Ticket(plan)
+        with self._queue_lock:
+            self._queue.append(ticket)
+        with self._writer:
+            if not ticket.done:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._commit_group(group)
+        if ticket.error is not None:
+            raise ticket.error
+        assert ticket.result is not None
+        return ticket.result
+
+    def _commit_group(self, group: list[_Ticket]) -> None:
         assert self._log is not None
-        self._log.append(entry, time.monotonic())
-        self._apply(entry)
+        pending = _Pending(self._by_key)
+        planned: list[tuple[_Ticket, storage.LogEntry]] = []
+        mutation_id = self.last_mutation_id
+        for ticket in group:
+            try:
+                self._live()
+                entry, ticket.result = ticket.plan(pending, mutation_id + 1)
+            except StrataError as exc:
+                ticket.error, ticket.done = exc, True
+                continue
+            mutation_id += 1
+            planned.append((ticket, entry))
+        try:
+            if planned:
+                self._log.append([entry for _, entry in planned], time.monotonic())
+        except BaseException as exc:
+            for ticket, _ in planned:
+                ticket.error, ticket.done = exc, True
+            raise
+        for ticket, entry in planned:
+            self._apply(entry)
+            ticket.done = True
 
     def _apply(self, entry: storage.LogEntry) -> None:
         """Make a logged mutation visible; the exclusive section holds no I/O."""
