@@ -14,8 +14,10 @@ from strata.gateway.v1 import gateway_pb2
 SEARCH_TIMEOUT_SECONDS = 60.0
 
 
-def search(target: Target, collection: str, query: str, top_k: int, filter: Struct | None, as_json: bool) -> int:
-    request = gateway_pb2.SearchRequest(collection=collection, query=query, top_k=top_k, filter=filter)
+def search(
+    target: Target, collection: str, query: str, top_k: int, metadata_filter: Struct | None, as_json: bool
+) -> int:
+    request = gateway_pb2.SearchRequest(collection=collection, query=query, top_k=top_k, filter=metadata_filter)
     with target.channel() as channel:
         reply = target.gateway(channel).Search(
             request, timeout=target.deadline(SEARCH_TIMEOUT_SECONDS), metadata=target.metadata
