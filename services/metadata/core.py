@@ -61,8 +61,12 @@ class MetadataCore:
                 f"a batch holds 1..{MAX_BATCH_STATEMENTS} statements; this one has {len(statements)}",
                 reason="INVALID_BATCH_SIZE",
             )
+        checked = ""
         for index, statement in enumerate(statements):
-            _check_statement(statement, index, in_batch=True)
+            # Batches usually repeat one statement text: check each distinct text once.
+            if statement.sql != checked:
+                _check_statement(statement, index, in_batch=True)
+                checked = statement.sql
         return await self.backend.execute(database, statements, read_only=False, in_batch=True, limits=self.limits)
 
     def export(self, database: str, *, schema_only: bool) -> AsyncIterator[str]:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from services.metadata.core import MetadataCore
-from services.metadata.wire import database_to_proto, result_to_proto, statement_from_proto
+from services.metadata.wire import batch_response, database_to_proto, fill_result, statement_from_proto
 from services.runtime.errors import InvalidArgument, ResourceExhausted
 from strata.metadata.v1 import metadata_pb2 as pb
 from strata.metadata.v1 import metadata_pb2_grpc
@@ -39,14 +39,16 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
         return pb.DeleteDatabaseResponse()
 
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:
-        statement = statement_from_proto(request.sql, request.params)
+        statement = statement_from_proto(request)
         result = await self.core.query(request.database, statement, read_only=request.read_only)
-        return pb.QueryResponse(result=result_to_proto(result, as_records=request.as_records))
+        response = pb.QueryResponse()
+        fill_result(response.result, result, as_records=request.as_records)
+        return response
 
     async def Batch(self, request: pb.BatchRequest, context: grpc.aio.ServicerContext) -> pb.BatchResponse:
-        statements = [statement_from_proto(s.sql, s.params) for s in request.statements]
+        statements = list(map(statement_from_proto, request.statements))
         results = await self.core.batch(request.database, statements)
-        return pb.BatchResponse(results=[result_to_proto(r, as_records=request.as_records) for r in results])
+        return batch_response(results, as_records=request.as_records)
 
     async def Export(
         self, request: pb.ExportRequest, context: grpc.aio.ServicerContext

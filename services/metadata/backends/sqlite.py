@@ -82,26 +82,27 @@ class _Connection:
 
     def _execute(self, statement: Statement, budget: ResultBudget, timeout: float) -> StatementResult:
         """One statement; raises sqlite3.Error untranslated (callers translate once, with the index)."""
-        keyword = leading_keyword(statement.sql)
+        sql = statement.sql
+        keyword = leading_keyword(sql)
         if keyword in _FORBIDDEN_KEYWORDS:
             raise InvalidArgument(f"{keyword} is not allowed", reason="FORBIDDEN_STATEMENT")
-        conn = self.conn
+        conn, cursor = self.conn, self.cursor
         started = time.perf_counter()
         before = conn.total_changes
         self.guard.deadline = time.monotonic() + timeout
-        cursor = self.cursor
-        cursor.execute(statement.sql, statement.params)
-        description = cursor.description
+        cursor.execute(sql, statement.params)
         rows: list[tuple[SqlValue, ...]] = []
         columns: list[str] = []
-        if description:
-            columns = [d[0] for d in description]
+        if cursor.description:
+            columns = [d[0] for d in cursor.description]
             while chunk := cursor.fetchmany(_FETCH):
                 for row in chunk:
                     budget.add_row(row)
                 rows.extend(chunk)
         written = conn.total_changes - before
-        changes = cursor.rowcount if cursor.rowcount >= 0 else written
+        changes = cursor.rowcount
+        if changes < 0:
+            changes = written
         return StatementResult(
             columns,
             rows,
