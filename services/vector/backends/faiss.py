@@ -11,12 +11,10 @@ import threading
 import time
 import uuid
 
-import faiss
-
 from services.runtime.errors import AlreadyExists, NotFound
 from services.vector.backends import faiss_storage as storage
 from services.vector.backends.faiss_batching import MicroBatcher
-from services.vector.backends.faiss_index import FaissIndex, SearchRequest
+from services.vector.backends.faiss_index import FaissIndex, SearchRequest, single_threaded
 from services.vector.config import VectorSettings
 from services.vector.filters import Filter
 from services.vector.model import (
@@ -46,8 +44,7 @@ class FaissBackend:
     # ---- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> None:
-        # Two OpenMP threads are slower than one on small machines, and requests already run in parallel.
-        faiss.omp_set_num_threads(1)
+        single_threaded()
         await asyncio.to_thread(self._load_all)
         self._snapshot_task = asyncio.create_task(self._snapshot_loop())
 

@@ -16,7 +16,6 @@ one is removed (flat: one `remove_ids` per batch, as it costs O(N) per call) or 
 from __future__ import annotations
 
 import bisect
-import contextlib
 import logging
 import pickle
 import threading
@@ -56,6 +55,7 @@ SNAPSHOT_FORMAT = 1
 # Below this many candidates an HNSW filtered query is answered exactly over the candidates:
 # graph search with a very selective selector may find fewer than top_k of them.
 HNSW_EXACT_BELOW = 20_000
+BLAS_FROM_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,15 @@ def _new_faiss_index(spec: IndexSpec) -> Any:
     else:
         inner = faiss.IndexFlatIP(spec.dimensions)
     return faiss.IndexIDMap2(inner)
+
+
+def single_threaded() -> None:
+    """One OpenMP thread for FAISS calls made by this thread.
+
+    The setting is per thread: worker threads start with one OpenMP thread per core, and
+    on a small busy machine two spinning OpenMP threads make a search several times slower.
+    Requests already run in parallel on separate threads."""
+    faiss.omp_set_num_threads(1)
 
 
 def _normalised(values: Vector32) -> Vector32:
@@ -276,6 +285,7 @@ class FaissIndex:
             assert entry.values is not None and entry.metadata is not None
             new_ids = np.arange(self._next_id, self._next_id + len(entry.keys), dtype=np.int64)
             vectors = _normalised(entry.values) if self.spec.metric is Metric.COSINE else entry.values
+        single_threaded()
         with self._rw.write():
             if old:
                 if self.spec.index_type is IndexType.HNSW:
@@ -431,6 +441,14 @@ class FaissIndex:
             return faiss.SearchParametersHNSW(efSearch=self.spec.hnsw.ef_search, sel=selector)  # type: ignore[attr-defined]
         return None if selector is None else faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
 
+    def _search(self, queries: Vector32, k: int, params: Any) -> tuple[Any, Any]:
+        # FAISS switches to BLAS when queries x dimensions reaches this global threshold. BLAS has
+        # a large fixed cost: one query is faster without it, a micro-batch of 4 or more with it.
+        # (Global: two indexes of different dimensions searching at once may pick a slower path.)
+        faiss.cvar.distance_compute_blas_threshold = BLAS_FROM_BATCH * self.spec.dimensions
+        single_threaded()
+        return self._index.search(queries, k, params=params)
+
     def search_many(self, requests: list[SearchRequest]) -> list[list[Match]]:
         """Unfiltered searches in one FAISS call (the micro-batch path)."""
         queries = self._prepare(np.stack([r.vector for r in requests]))
@@ -445,7 +463,7 @@ class FaissIndex:
             if self._dead:
                 selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._dead, dtype=np.int64)))
             params = self._params(selector)
-            distances, ids = self._index.search(queries, k, params=params)
+            distances, ids = self._search(queries, k, params)
             return [self._matches(distances[i], ids[i], r) for i, r in enumerate(requests)]
 
     def search_filtered(self, request: SearchRequest, where: Filter | None, namespace: str | None) -> list[Match]:
@@ -467,7 +485,7 @@ class FaissIndex:
             if self.spec.index_type is IndexType.HNSW and len(wanted) < HNSW_EXACT_BELOW:
                 return self._exact(query, wanted, k, request)
             selector = faiss.IDSelectorBatch(wanted)
-            distances, ids = self._index.search(query, k, params=self._params(selector))
+            distances, ids = self._search(query, k, self._params(selector))
             found = self._matches(distances[0], ids[0], request)
             if len(found) < k:
                 return self._exact(query, wanted, k, request)
@@ -475,6 +493,7 @@ class FaissIndex:
 
     def _exact(self, query: Vector32, wanted: Any, k: int, request: SearchRequest) -> list[Match]:
         """Brute force over a candidate set: the fallback when a graph search comes up short."""
+        single_threaded()
         stored = np.vstack([self._index.reconstruct(int(i)) for i in wanted]).astype(np.float32)
         if self.spec.metric is Metric.EUCLIDEAN:
             distances = faiss.pairwise_distances(query, stored)[0]
@@ -550,8 +569,3 @@ class FaissIndex:
                 more = len(page) > limit
                 out = [self._to_record(self._by_key[k], include_values, include_metadata) for k in page[:limit]]
         return Page(out, out[-1].key if more and out else None)
-
-
-with contextlib.suppress(AttributeError):
-    # Single-query search is faster without BLAS; batches of ~20+ 384-d queries are far faster with it.
-    faiss.cvar.distance_compute_blas_threshold = 20 * 384
