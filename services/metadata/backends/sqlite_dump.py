@@ -63,7 +63,7 @@ def _objects(conn: sqlite3.Connection) -> tuple[list[tuple[str, str]], list[str]
 
 
 def _rows(conn: sqlite3.Connection, table: str) -> Iterator[str]:
-    columns = [row[1] for row in conn.execute(f"PRAGMA table_xinfo({quote_identifier(table)})") if row[6] in (0, 1)]
+    columns = [row[1] for row in conn.execute(f"PRAGMA table_xinfo({quote_identifier(table)})") if row[6] == 0]
     if not columns:
         return
     names = ",".join(quote_identifier(c) for c in columns)
