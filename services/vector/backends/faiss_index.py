@@ -16,6 +16,7 @@ one is removed (flat: one `remove_ids` per batch, as it costs O(N) per call) or 
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import pickle
 import threading
@@ -539,33 +540,27 @@ class FaissIndex:
         include_metadata: bool,
     ) -> Page:
         with self._rw.read():
-            order, keys = self._sorted_keys()
-            if after is not None:
-                start = bisect.bisect_right(order, after.sort_key())
-            elif namespace is not None:
-                start = bisect.bisect_left(order, (namespace.encode(), b""))
-            else:
-                start = 0
             allowed = None if where is None else self._candidates(where, namespace)
-            out: list[VectorRecord] = []
-            more = False
-            for key in keys[start:] if allowed is None or len(allowed) * 4 > len(keys) else ():
-                if namespace is not None and key.namespace != namespace:
-                    if key.namespace > namespace:
-                        break
-                    continue
-                internal = self._by_key[key]
-                if allowed is not None and internal not in allowed:
-                    continue
-                if len(out) == limit:
-                    more = True
-                    break
-                out.append(self._to_record(internal, include_values, include_metadata))
-            if allowed is not None and len(allowed) * 4 <= len(keys):
-                # Few matches: sort just them instead of walking every key.
+            if allowed is not None and len(allowed) * 4 <= len(self._by_key):
+                # Few matches: sort just them rather than walk the sorted list of every key.
                 chosen = sorted((self._records[i].key for i in allowed), key=VectorKey.sort_key)
-                position = 0 if after is None else bisect.bisect_right([k.sort_key() for k in chosen], after.sort_key())
-                page = chosen[position : position + limit + 1]
-                more = len(page) > limit
-                out = [self._to_record(self._by_key[k], include_values, include_metadata) for k in page[:limit]]
+                order = [key.sort_key() for key in chosen]
+            else:
+                order, chosen = self._sorted_keys()
+            start = 0
+            if namespace is not None:
+                start = bisect.bisect_left(order, (namespace.encode(), b""))
+            if after is not None:
+                start = max(start, bisect.bisect_right(order, after.sort_key()))
+            page: list[VectorKey] = []
+            for key in itertools.islice(chosen, start, None):
+                if namespace is not None and key.namespace != namespace:
+                    break  # sorted by namespace first: the namespace's keys are behind us
+                if allowed is not None and self._by_key[key] not in allowed:
+                    continue
+                page.append(key)
+                if len(page) > limit:
+                    break
+            more = len(page) > limit
+            out = [self._to_record(self._by_key[k], include_values, include_metadata) for k in page[:limit]]
         return Page(out, out[-1].key if more and out else None)

@@ -163,3 +163,26 @@ def test_list_token_survives_writes(vector, index: str) -> None:
     vector.UpsertVectors(pb.UpsertVectorsRequest(index_name=index, vectors=[vec("k5", [1, 5, 1, 0])]))
     rest = vector.ListVectors(pb.ListVectorsRequest(index_name=index, page_size=100, page_token=first.next_page_token))
     assert [v.id for v in rest.vectors] == ["k5", "k6", "k8"]
+
+
+def test_list_vectors_pages_within_a_namespace_and_filter(vector, index: str) -> None:
+    vectors = [vec(f"id{i:02d}", [1, i, 0, 0], {"even": i % 2 == 0}, namespace=f"n{i % 3}") for i in range(60)]
+    vector.UpsertVectors(pb.UpsertVectorsRequest(index_name=index, vectors=vectors))
+    for where, expected in (
+        (None, sorted(f"id{i:02d}" for i in range(60) if i % 3 == 1)),
+        ({"even": True}, sorted(f"id{i:02d}" for i in range(60) if i % 3 == 1 and i % 2 == 0)),
+        ({"$and": [{"even": True}, {"$not": {"even": True}}]}, []),
+    ):
+        seen: list[str] = []
+        token = ""
+        while True:
+            request = pb.ListVectorsRequest(index_name=index, namespace="n1", page_size=3, page_token=token)
+            if where is not None:
+                request.filter.CopyFrom(struct(where))
+            page = vector.ListVectors(request)
+            assert all(v.namespace == "n1" for v in page.vectors)
+            seen += [v.id for v in page.vectors]
+            token = page.next_page_token
+            if not token:
+                break
+        assert seen == expected, where
