@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 
 from services.metadata.backends.base import MetadataBackend
@@ -46,15 +47,25 @@ class MetadataCore:
     async def delete_database(self, name: str) -> None:
         await self.backend.delete_database(check_name(name))
 
-    async def query(self, database: str, statement: Statement, *, read_only: bool) -> StatementResult:
+    def limits_within(self, caller_seconds: float | None) -> Limits:
+        """The limits for one call: a caller who gives up sooner than the statement limit frees the engine sooner."""
+        if caller_seconds is None or caller_seconds >= self.limits.statement_timeout:
+            return self.limits
+        return dataclasses.replace(self.limits, statement_timeout=max(caller_seconds, 0.001))
+
+    async def query(
+        self, database: str, statement: Statement, *, read_only: bool, caller_seconds: float | None = None
+    ) -> StatementResult:
         check_name(database)
         _check_statement(statement, 0, in_batch=False)
         results = await self.backend.execute(
-            database, [statement], read_only=read_only, in_batch=False, limits=self.limits
+            database, [statement], read_only=read_only, in_batch=False, limits=self.limits_within(caller_seconds)
         )
         return results[0]
 
-    async def batch(self, database: str, statements: Sequence[Statement]) -> list[StatementResult]:
+    async def batch(
+        self, database: str, statements: Sequence[Statement], *, caller_seconds: float | None = None
+    ) -> list[StatementResult]:
         check_name(database)
         if not 1 <= len(statements) <= MAX_BATCH_STATEMENTS:
             raise InvalidArgument(
@@ -67,7 +78,9 @@ class MetadataCore:
             if statement.sql != checked:
                 _check_statement(statement, index, in_batch=True)
                 checked = statement.sql
-        return await self.backend.execute(database, statements, read_only=False, in_batch=True, limits=self.limits)
+        return await self.backend.execute(
+            database, statements, read_only=False, in_batch=True, limits=self.limits_within(caller_seconds)
+        )
 
     def export(self, database: str, *, schema_only: bool) -> AsyncIterator[str]:
         check_name(database)

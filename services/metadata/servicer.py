@@ -40,14 +40,16 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
 
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:
         statement = statement_from_proto(request)
-        result = await self.core.query(request.database, statement, read_only=request.read_only)
+        result = await self.core.query(
+            request.database, statement, read_only=request.read_only, caller_seconds=context.time_remaining()
+        )
         response = pb.QueryResponse()
         fill_result(response.result, result, as_records=request.as_records)
         return response
 
     async def Batch(self, request: pb.BatchRequest, context: grpc.aio.ServicerContext) -> pb.BatchResponse:
         statements = list(map(statement_from_proto, request.statements))
-        results = await self.core.batch(request.database, statements)
+        results = await self.core.batch(request.database, statements, caller_seconds=context.time_remaining())
         return batch_response(results, as_records=request.as_records)
 
     async def Export(

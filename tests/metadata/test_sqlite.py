@@ -206,3 +206,22 @@ def test_dump_round_trips_fts5_generated_columns_and_autoincrement(stub: Stub) -
     assert rows(query(stub, "copy", "SELECT id, x, twice FROM n")) == [(1, 0.1, 0.2), (2, 1e300, 2e300)]
     # AUTOINCREMENT never reuses id 3, in the copy too.
     assert query(stub, "copy", "INSERT INTO n (x) VALUES (1)").meta.last_row_id == 4
+
+
+def test_a_caller_deadline_shorter_than_the_limit_frees_the_writer_early(stub: Stub) -> None:
+    # The server's statement limit is 5 s; the caller gives up after 0.5 s.
+    query(stub, "main", "CREATE TABLE t (x BIGINT)")
+    request = pb.BatchRequest(
+        database="main", statements=[pb.Statement(sql="INSERT INTO t VALUES (1)"), pb.Statement(sql=SLOW)]
+    )
+    expect_error(grpc.StatusCode.DEADLINE_EXCEEDED, stub.Batch, request, timeout=0.5)
+    started = time.monotonic()
+    # With busy_timeout 0.3 s this write would be UNAVAILABLE if the abandoned batch still held the writer.
+    while True:
+        try:
+            query(stub, "main", "INSERT INTO t VALUES (2)")
+            break
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+            assert time.monotonic() - started < 2, "the abandoned batch kept the writer past the caller's deadline"
+    assert rows(query(stub, "main", "SELECT x FROM t")) == [(2,)]
