@@ -70,6 +70,20 @@ def now_us() -> int:
 
 
 @dataclass(frozen=True)
+class Version:
+    """What describes one version of a document's content."""
+
+    content_type: str
+    size: int
+    etag: str
+    metadata: dict[str, Any]
+
+    @property
+    def metadata_json(self) -> str:
+        return json.dumps(self.metadata, sort_keys=True)
+
+
+@dataclass(frozen=True)
 class CollectionRecord:
     name: str
     description: str
@@ -222,28 +236,59 @@ class Catalog:
         collection: str,
         document_id: str,
         generation: int,
-        content_type: str,
-        size: int,
-        etag: str,
-        metadata: dict[str, Any],
+        version: Version,
     ) -> None:
-        """Record that `generation` of the document is being ingested (status pending)."""
+        """Record that `generation` is being ingested.
+
+        A document with a visible (READY) version keeps it, unchanged, until `commit_ingest`;
+        one without becomes PENDING with the new version's description.
+        """
         stamp = now_us()
-        meta = json.dumps(metadata, sort_keys=True)
         if existing is None:
             await self.sql.query(
                 f"INSERT INTO documents ({_DOC_COLUMNS}) VALUES (?, ?, ?, '', ?, ?, ?, ?, 0, ?, 0, ?, ?)",
-                (collection, document_id, PENDING, content_type, size, etag, meta, generation, stamp, stamp),
+                (
+                    collection,
+                    document_id,
+                    PENDING,
+                    version.content_type,
+                    version.size,
+                    version.etag,
+                    version.metadata_json,
+                    generation,
+                    stamp,
+                    stamp,
+                ),
+            )
+        elif existing.status == READY:
+            await self.sql.query(
+                "UPDATE documents SET pending_generation = ?, update_time_us = ? WHERE collection = ? AND id = ?",
+                (generation, stamp, collection, document_id),
             )
         else:
             await self.sql.query(
                 "UPDATE documents SET status = ?, error = '', content_type = ?, size_bytes = ?, etag = ?,"
                 " metadata = ?, pending_generation = ?, update_time_us = ? WHERE collection = ? AND id = ?",
-                (PENDING, content_type, size, etag, meta, generation, stamp, collection, document_id),
+                (
+                    PENDING,
+                    version.content_type,
+                    version.size,
+                    version.etag,
+                    version.metadata_json,
+                    generation,
+                    stamp,
+                    collection,
+                    document_id,
+                ),
             )
 
     async def commit_ingest(
-        self, collection: str, document_id: str, generation: int, chunks: list[tuple[str, int, str]]
+        self,
+        collection: str,
+        document_id: str,
+        generation: int,
+        version: Version,
+        chunks: list[tuple[str, int, str]],
     ) -> None:
         """One transaction: the new generation's chunk rows in, the document READY at it, old rows out."""
         statements: list[Statement] = [
@@ -267,9 +312,21 @@ class Catalog:
             )
         statements += [
             (
-                "UPDATE documents SET status = ?, error = '', generation = ?, pending_generation = 0,"
-                " chunk_count = ?, update_time_us = ? WHERE collection = ? AND id = ?",
-                (READY, generation, len(chunks), now_us(), collection, document_id),
+                "UPDATE documents SET status = ?, error = '', content_type = ?, size_bytes = ?, etag = ?,"
+                " metadata = ?, generation = ?, pending_generation = 0, chunk_count = ?, update_time_us = ?"
+                " WHERE collection = ? AND id = ?",
+                (
+                    READY,
+                    version.content_type,
+                    version.size,
+                    version.etag,
+                    version.metadata_json,
+                    generation,
+                    len(chunks),
+                    now_us(),
+                    collection,
+                    document_id,
+                ),
             ),
             (
                 "DELETE FROM chunks WHERE collection = ? AND document_id = ? AND generation <> ?",
@@ -279,11 +336,20 @@ class Catalog:
         await self.sql.batch(statements)
 
     async def fail_ingest(self, collection: str, document_id: str, reason: str) -> None:
-        """Mark the document FAILED (invisible to search). pending_generation stays set until
+        """Record a failed ingest. A document with a READY version keeps serving it, with the failure
+        in `error`; one without becomes FAILED. pending_generation stays set until
         `generation_cleaned` confirms the attempt's vectors and bytes are gone."""
         await self.sql.query(
+            "UPDATE documents SET status = CASE WHEN status = 'ready' THEN 'ready' ELSE 'failed' END,"
+            " error = ?, update_time_us = ? WHERE collection = ? AND id = ?",
+            (reason[:2000], now_us(), collection, document_id),
+        )
+
+    async def hide_document(self, collection: str, document_id: str, reason: str) -> None:
+        """FAILED, so search stops seeing it at once (the first step of a delete)."""
+        await self.sql.query(
             "UPDATE documents SET status = ?, error = ?, update_time_us = ? WHERE collection = ? AND id = ?",
-            (FAILED, reason[:2000], now_us(), collection, document_id),
+            (FAILED, reason, now_us(), collection, document_id),
         )
 
     async def generation_cleaned(self, collection: str, document_id: str, generation: int) -> None:

@@ -21,7 +21,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from gateway import naming
-from gateway.catalog import FAILED, PENDING, READY, DocumentRecord
+from gateway.catalog import FAILED, PENDING, READY, DocumentRecord, Version
 from gateway.chunking import chunk_text
 from gateway.collections import Collections, collection_not_found, delete_blob_prefix
 from gateway.deps import Deps
@@ -58,8 +58,9 @@ class Documents:
     def __init__(self, deps: Deps, collections: Collections) -> None:
         self.deps = deps
         self.collections = collections
-        # One ingest per document at a time in this process; the catalog's generation guards the rest.
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # One ingest per document at a time in this process (lock, callers holding or awaiting it);
+        # the janitor leaves documents listed here alone.
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
     # -- model calls -----------------------------------------------------------------------------
 
@@ -115,13 +116,18 @@ class Documents:
         if not text:
             raise InvalidArgument("no text could be extracted from the document", reason="NO_TEXT")
 
-        lock = self._locks.setdefault((collection, document_id), asyncio.Lock())
-        async with lock:
-            try:
+        key = (collection, document_id)
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
                 return await self._ingest(record, document_id, data, text, kind, etag, metadata)
-            finally:
-                if not lock.locked():
-                    self._locks.pop((collection, document_id), None)
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
     async def _ingest(
         self,
@@ -145,13 +151,15 @@ class Documents:
         ):
             return existing, False
         generation = 1 if existing is None else max(existing.generation, existing.pending_generation) + 1
-        await catalog.begin_ingest(existing, name, document_id, generation, kind, len(data), etag, metadata)
+        version = Version(kind, len(data), etag, metadata)
+        await catalog.begin_ingest(existing, name, document_id, generation, version)
         try:
             chunks = await self._write_generation(collection, document_id, generation, data, text, kind, metadata)
             await catalog.commit_ingest(
                 name,
                 document_id,
                 generation,
+                version,
                 [(naming.vector_id(document_id, generation, i), i, chunk) for i, chunk in enumerate(chunks)],
             )
         except (StrataError, asyncio.CancelledError) as exc:
@@ -308,7 +316,7 @@ class Documents:
         if await catalog.get_document(collection, document_id) is None:
             raise document_not_found(collection, document_id)
         # Invisible to search first; if a layer fails below, the row remains and the delete can be retried.
-        await catalog.fail_ingest(collection, document_id, "being deleted")
+        await catalog.hide_document(collection, document_id, "being deleted")
         await self._vector_call(
             collection,
             "DeleteVectors",
@@ -331,9 +339,8 @@ class Documents:
         """
         cleaned = 0
         for record in await self.deps.catalog.pending_documents():
-            key = (record.collection, record.id)
-            if record.status == PENDING and (not interrupted or key in self._locks):
-                continue
+            if not interrupted and (record.status == PENDING or (record.collection, record.id) in self._locks):
+                continue  # an ingest in flight owns its pending generation
             generation = record.pending_generation
             try:
                 if record.status == PENDING:
@@ -342,6 +349,11 @@ class Documents:
                     )
                 if generation:
                     await self._delete_generation(record.collection, record.id, generation)
+                    if record.status == READY and not record.error:
+                        # The failure itself could not be recorded (the metadata layer was down).
+                        await self.deps.catalog.fail_ingest(
+                            record.collection, record.id, "an update was interrupted; put the document again"
+                        )
                     await self.deps.catalog.generation_cleaned(record.collection, record.id, generation)
                 cleaned += 1
             except StrataError as exc:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import grpc
 from google.protobuf import struct_pb2
 
-from gateway.upstreams import Upstream
+from gateway.upstreams import Upstream, UpstreamError
 from strata.metadata.v1 import metadata_pb2
 
 SqlValue = None | int | float | str | bytes
@@ -56,8 +58,17 @@ class Sql:
         request = metadata_pb2.QueryRequest(
             database=self.database, sql=sql, params=[to_value(p) for p in params], read_only=read_only
         )
-        response = await self.upstream.call("Query", request)
-        return _rows(response.result)
+        # Reads are safe to repeat; gRPC's own retries cover only methods that are always idempotent.
+        attempts = 4 if read_only else 1
+        for attempt in range(attempts):
+            try:
+                response = await self.upstream.call("Query", request)
+                return _rows(response.result)
+            except UpstreamError as exc:
+                if exc.upstream_code != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.1 * 3**attempt)
+        raise AssertionError("unreachable")
 
     async def batch(self, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
         """Run statements as one transaction: all or nothing."""

@@ -120,6 +120,10 @@ class Upstream:
             ("grpc.enable_retries", 1),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # Layers are near: reconnect quickly after a restart instead of backing off for minutes.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         if credentials is None:
             self.channel = grpc.aio.insecure_channel(address, options=options)

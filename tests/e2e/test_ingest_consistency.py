@@ -2,7 +2,8 @@
 
 "Agrees" means: a READY document has exactly its chunk_count vectors (all of its current
 generation) and exactly one stored object; a FAILED one has no vectors and no bytes left once
-the gateway's janitor has run; search never returns chunks of a document that is not READY.
+the gateway's janitor has run; search never returns chunks of a version that is not committed.
+A failed replacement keeps the previous, acknowledged version serving.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gateway import naming
 from strata.blob.v1 import blob_pb2, blob_pb2_grpc
 from strata.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from strata.vector.v1 import vector_pb2, vector_pb2_grpc
+from tests.support.servers import wait_serving
 from tests.support.stack import LAYERS, LayerProcess, serve_gateway
 
 BUCKET = "strata-documents"
@@ -99,6 +101,7 @@ def test_layer_stopped_mid_ingest_leaves_layers_agreeing(layers: dict[str, Layer
             assert not worker.is_alive()
             time.sleep(0.5)
             layers[victim].start()
+            wait_serving(address, 30)  # the gateway is SERVING again once all four layers are
 
             if "error" in outcome:
                 error = outcome["error"]
@@ -121,7 +124,11 @@ def test_layer_stopped_mid_ingest_leaves_layers_agreeing(layers: dict[str, Layer
                 time.sleep(0.2)
             assert doc.status in (gateway_pb2.DOCUMENT_STATUS_READY, gateway_pb2.DOCUMENT_STATUS_FAILED)
             if doc.status == gateway_pb2.DOCUMENT_STATUS_READY:
-                assert "reply" in outcome
+                if "error" in outcome:
+                    # The failed replacement left the acknowledged first version serving, and says why.
+                    assert doc.chunk_count == 1 and doc.error
+                    hits = gateway.Search(gateway_pb2.SearchRequest(collection=collection, query="tide pools")).results
+                    assert all("tide" not in hit.text for hit in hits)
                 assert (vectors, len(generations), objects) == (doc.chunk_count, 1, 1)
             else:
                 assert doc.error
