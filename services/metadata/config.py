@@ -67,6 +67,13 @@ class MetadataSettings(RuntimeSettings):
         maximum=64,
         help="Read connections per SQLite database (reads run in parallel; writes go through one writer).",
     )
+    sqlite_open_databases: int = setting(
+        "STRATA_METADATA_SQLITE_OPEN_DATABASES",
+        128,
+        minimum=1,
+        maximum=100_000,
+        help="Most SQLite databases kept open at once; beyond it the least recently used idle one is closed.",
+    )
     sqlite_synchronous: str = setting(
         "STRATA_METADATA_SQLITE_SYNCHRONOUS",
         "full",

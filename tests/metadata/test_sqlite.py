@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -225,3 +226,33 @@ def test_a_caller_deadline_shorter_than_the_limit_frees_the_writer_early(stub: S
             assert exc.code() == grpc.StatusCode.UNAVAILABLE
             assert time.monotonic() - started < 2, "the abandoned batch kept the writer past the caller's deadline"
     assert rows(query(stub, "main", "SELECT x FROM t")) == [(2,)]
+
+
+def _open_database_files(data_dir: Path) -> set[str]:
+    found = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(data_dir)) and target.endswith(".sqlite3"):
+            found.add(Path(target).name)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to count open files")
+def test_least_recently_used_idle_databases_are_closed_beyond_the_limit(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with metadata_stub(data_dir=data_dir, sqlite_open_databases=2) as stub:
+        names = [f"db{i}" for i in range(6)]
+        for name in names:
+            stub.CreateDatabase(pb.CreateDatabaseRequest(name=name))
+            query(stub, name, "CREATE TABLE t (x TEXT)")
+            query(stub, name, "INSERT INTO t VALUES (?)", name)
+        for _ in range(2):
+            for name in names:
+                assert rows(query(stub, name, "SELECT x FROM t")) == [(name,)]
+        deadline = time.monotonic() + 10
+        while len(open_files := _open_database_files(data_dir)) > 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(open_files) <= 2, open_files

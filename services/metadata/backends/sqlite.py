@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -175,6 +176,8 @@ class _Database:
     def __init__(self, name: str, path: Path, settings: MetadataSettings) -> None:
         self.name, self.path, self.settings = name, path, settings
         self.closed = False
+        # Calls currently using this database; only an unused one may be closed to free descriptors.
+        self.users = 0
         self.write_lock = asyncio.Lock()
         self.reader_slots = asyncio.Semaphore(settings.sqlite_readers)
         self._writer: _Connection | None = None
@@ -196,7 +199,16 @@ class _Database:
             yield conn
         finally:
             with self._readers_lock:
-                self._idle_readers.append(conn)
+                if not self.closed:
+                    self._idle_readers.append(conn)
+            if self.closed:  # closed (evicted or deleted) while this reader ran
+                conn.close()
+
+    @property
+    def idle(self) -> bool:
+        # A writer thread abandoned by a cancelled call still holds the write lock; reader threads
+        # abandoned that way close their own connection when they see the database closed.
+        return self.users == 0 and not self.write_lock.locked()
 
     def close_connections(self) -> None:
         with self._readers_lock:
@@ -214,7 +226,8 @@ class SqliteBackend:
     def __init__(self, settings: MetadataSettings) -> None:
         self.settings = settings
         self.root = settings.metadata_dir
-        self._databases: dict[str, _Database] = {}
+        # Open databases, least recently used first.
+        self._databases: OrderedDict[str, _Database] = OrderedDict()
         self._registry_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=settings.sqlite_readers + 2, thread_name_prefix="sqlite")
 
@@ -237,7 +250,7 @@ class SqliteBackend:
 
     async def close(self) -> None:
         async with self._registry_lock:
-            databases, self._databases = list(self._databases.values()), {}
+            databases, self._databases = list(self._databases.values()), OrderedDict()
         for db in databases:
             async with db.write_lock:
                 db.closed = True
@@ -250,6 +263,7 @@ class SqliteBackend:
     async def _database(self, name: str) -> _Database:
         db = self._databases.get(name)
         if db is not None and not db.closed:
+            self._databases.move_to_end(name)
             return db
         async with self._registry_lock:
             db = self._databases.get(name)
@@ -257,7 +271,29 @@ class SqliteBackend:
                 if not await self._run(self._path(name).is_file):
                     raise NotFound(f"database {name!r} does not exist", reason="DATABASE_NOT_FOUND")
                 db = self._databases[name] = _Database(name, self._path(name), self.settings)
+                self._close_idle_databases()
             return db
+
+    @contextlib.asynccontextmanager
+    async def _use(self, name: str) -> AsyncIterator[_Database]:
+        db = await self._database(name)
+        db.users += 1  # no await between lookup and this: eviction cannot slip in
+        try:
+            yield db
+        finally:
+            db.users -= 1
+
+    def _close_idle_databases(self) -> None:
+        """Close least recently used idle databases beyond the open-database limit (file descriptors)."""
+        excess = len(self._databases) - self.settings.sqlite_open_databases
+        for name, db in list(self._databases.items()):
+            if excess <= 0:
+                break
+            if db.idle:
+                del self._databases[name]
+                db.closed = True
+                self._executor.submit(db.close_connections)
+                excess -= 1
 
     async def create_database(self, name: str) -> DatabaseInfo:
         path = self._path(name)
@@ -295,8 +331,7 @@ class SqliteBackend:
         return await self._run(scan)
 
     async def delete_database(self, name: str) -> None:
-        db = await self._database(name)
-        async with self._registry_lock:
+        async with self._use(name) as db, self._registry_lock:
             if db.closed:  # a concurrent delete won
                 raise NotFound(f"database {name!r} does not exist", reason="DATABASE_NOT_FOUND")
             async with db.write_lock:
@@ -317,7 +352,12 @@ class SqliteBackend:
     async def execute(
         self, database: str, statements: Sequence[Statement], *, read_only: bool, in_batch: bool, limits: Limits
     ) -> list[StatementResult]:
-        db = await self._database(database)
+        async with self._use(database) as db:
+            return await self._execute_on(db, statements, read_only=read_only, in_batch=in_batch, limits=limits)
+
+    async def _execute_on(
+        self, db: _Database, statements: Sequence[Statement], *, read_only: bool, in_batch: bool, limits: Limits
+    ) -> list[StatementResult]:
         if read_only or (len(statements) == 1 and leading_keyword(statements[0].sql) in _READ_KEYWORDS):
             try:
                 return await self._read(db, statements[0], limits)
@@ -371,8 +411,7 @@ class SqliteBackend:
         return await asyncio.shield(future)
 
     async def export(self, database: str, *, schema_only: bool) -> AsyncIterator[str]:
-        db = await self._database(database)
-        async with db.reader_slots:
+        async with self._use(database) as db, db.reader_slots:
             if db.closed:
                 raise NotFound(f"database {db.name!r} does not exist", reason="DATABASE_NOT_FOUND")
             chunks: Iterator[str] | None = None
@@ -390,7 +429,6 @@ class SqliteBackend:
                     await self._run(close)
 
     async def import_dump(self, database: str, sql: str, *, limits: Limits) -> ImportSummary:
-        db = await self._database(database)
         statements = [Statement(text) for text in split_script(sql)]
 
         def run(conn: _Connection) -> ImportSummary:
@@ -398,7 +436,8 @@ class SqliteBackend:
             results = conn.run_transaction(statements, limits, in_batch=True, defer_foreign_keys=True)
             return ImportSummary(len(results), conn.conn.total_changes - before)
 
-        return await self._write(db, run)
+        async with self._use(database) as db:
+            return await self._write(db, run)
 
 
 def _info(name: str, path: Path) -> DatabaseInfo:
