@@ -76,8 +76,11 @@ def _check_text(kind: str, value: str, limit: int, allow_empty: bool) -> None:
 
 
 def _key(vid: str, namespace: str) -> VectorKey:
-    _check_text("id", vid, MAX_ID_BYTES, allow_empty=False)
-    _check_text("namespace", namespace, MAX_NAMESPACE_BYTES, allow_empty=True)
+    # Fast path for the common case (short ASCII): at most 64 characters is at most 64 bytes.
+    if not (0 < len(vid) <= MAX_ID_BYTES and vid.isascii() and "\x00" not in vid):
+        _check_text("id", vid, MAX_ID_BYTES, allow_empty=False)
+    if namespace and not (len(namespace) <= MAX_NAMESPACE_BYTES and namespace.isascii() and "\x00" not in namespace):
+        _check_text("namespace", namespace, MAX_NAMESPACE_BYTES, allow_empty=True)
     return VectorKey(namespace, vid)
 
 

@@ -23,6 +23,8 @@ class MicroBatcher(Generic[Req, Res]):
         self._max = max_batch
         self._pending: list[tuple[Req, asyncio.Future[Res]]] = []
         self._task: asyncio.Task[None] | None = None
+        self.calls = 0  # searches run, and requests served by them: their ratio is the mean batch
+        self.served = 0
 
     async def submit(self, request: Req) -> Res:
         future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
@@ -40,6 +42,8 @@ class MicroBatcher(Generic[Req, Res]):
                 del self._pending[: self._max]
                 if not batch:
                     continue
+                self.calls += 1
+                self.served += len(batch)
                 try:
                     results = await asyncio.to_thread(self._run, [request for request, _ in batch])
                 except Exception as exc:  # noqa: BLE001 - handed to every waiting caller

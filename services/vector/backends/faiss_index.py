@@ -307,7 +307,7 @@ class FaissIndex:
                 keep_raw = self.spec.metric is Metric.COSINE
                 for row, (internal, key) in enumerate(zip(new_ids.tolist(), entry.keys, strict=True)):
                     metadata = entry.metadata[row]
-                    raw = np.array(entry.values[row], dtype=np.float32) if keep_raw else None
+                    raw = entry.values[row] if keep_raw else None  # a view: the logged batch is never modified
                     self._records[internal] = _Record(key, metadata, raw)
                     self._by_key[key] = internal
                     self._namespaces.setdefault(key.namespace, set()).add(internal)
