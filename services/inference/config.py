@@ -88,10 +88,11 @@ class InferenceSettings(RuntimeSettings):
     )
     generation_threads: int = setting(
         "STRATA_INFERENCE_GENERATION_THREADS",
-        min(_CPUS, 2),
+        1,
         minimum=1,
         maximum=256,
-        help="llama.cpp threads for the local generation model.",
+        help="llama.cpp threads for the local generation model. llama.cpp threads spin-wait on each other, "
+        "so more than one collapses (measured 40x) when other processes share the cores.",
     )
     context_tokens: int = setting(
         "STRATA_INFERENCE_CONTEXT_TOKENS",

@@ -78,7 +78,7 @@ class SmolLMGenerator:
         return [len(self._llm.tokenize(t.encode("utf-8"), add_bos=False, special=False)) for t in texts]
 
     def prompt_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
-        chat = [{"role": m.role.value if m.role else "user", "content": m.content} for m in messages]
+        chat: list[Any] = [{"role": m.role.value if m.role else "user", "content": m.content} for m in messages]
         prompt = self._formatter(messages=chat).prompt
         return self._llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
 

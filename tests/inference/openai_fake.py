@@ -14,7 +14,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,10 +34,12 @@ from tests.support.servers import free_port
 class Script:
     """What the server does next; tests change it between calls."""
 
-    # Responses to send instead of the real answer, one per request, in order: (status, headers, body).
+    # Responses to send instead of the real answer, one per POST request, in order: (status, headers, body).
     failures: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
     # Bearer token required on every request; None accepts anything.
     api_key: str | None = None
+    # Answer every request, /v1/models included, with 503.
+    down: bool = False
     # A key that is valid but not allowed (403).
     forbidden_key: str | None = None
     # Cut the next chat stream's connection after this many content chunks.
@@ -115,7 +117,9 @@ class FakeOpenAI:
             if script.forbidden_key is not None and token == script.forbidden_key:
                 return body, JSONResponse({"error": {"message": "key not allowed"}}, status_code=403)
             return body, JSONResponse({"error": {"message": "invalid api key"}}, status_code=401)
-        if script.failures:
+        if script.down:
+            return body, JSONResponse({"error": {"message": "down"}}, status_code=503)
+        if script.failures and request.method == "POST":
             status, headers, payload = script.failures.pop(0)
             return body, JSONResponse(payload, status_code=status, headers=headers)
         return body, None
@@ -142,7 +146,8 @@ class FakeOpenAI:
         usage = {"prompt_tokens": sum(e.token_count for e in vectors), "total_tokens": 0}
         return JSONResponse({"object": "list", "data": data, "model": body["model"], "usage": usage})
 
-    def _run_chat(self, body: dict[str, Any]) -> tuple[list[str], Done]:
+    async def _events(self, body: dict[str, Any]) -> AsyncIterator[Delta | Done]:
+        """Run the model on a thread; stop it when the consumer goes away (client disconnected)."""
         roles = {"system": Role.SYSTEM, "user": Role.USER, "assistant": Role.ASSISTANT}
         messages = [ChatMessage(roles[m["role"]], m["content"]) for m in body["messages"]]
         options = SamplingOptions(
@@ -152,18 +157,30 @@ class FakeOpenAI:
             stop=tuple(body.get("stop") or ()),
             seed=body.get("seed"),
         )
-        pieces: list[str] = []
-        done: list[Done] = []
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
 
-        def emit(event: Any) -> None:
-            if isinstance(event, Delta):
-                pieces.append(event.text)
-            else:
-                done.append(event)
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, item)
 
-        with self._model_lock:
-            self._generator.generate(messages, options, emit, threading.Event())
-        return pieces, done[0]
+        def work() -> None:
+            try:
+                with self._model_lock:
+                    self._generator.generate(messages, options, emit, cancelled)
+            except Exception as exc:  # noqa: BLE001 - re-raised in the request's task
+                emit(exc)
+            finally:
+                emit(None)
+
+        loop.run_in_executor(None, work)
+        try:
+            while (item := await events.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            cancelled.set()
 
     async def _chat(self, request: Request) -> Response:
         body, failure = await self._gate(request)
@@ -171,26 +188,41 @@ class FakeOpenAI:
             return failure
         if body.get("model") != self.script.chat_model:
             return JSONResponse({"error": {"message": f"model {body.get('model')!r} not found"}}, status_code=404)
-        pieces, done = await asyncio.to_thread(self._run_chat, body)
-        usage = {"prompt_tokens": done.input_tokens, "completion_tokens": done.output_tokens}
         if not body.get("stream"):
+            pieces: list[str] = []
+            done: Done | None = None
+            async for event in self._events(body):
+                if isinstance(event, Delta):
+                    pieces.append(event.text)
+                else:
+                    done = event
+            assert done is not None
+            usage = {"prompt_tokens": done.input_tokens, "completion_tokens": done.output_tokens}
             message = {"role": "assistant", "content": "".join(pieces)}
             choice = {"index": 0, "message": message, "finish_reason": done.finish_reason.value}
             return JSONResponse({"object": "chat.completion", "choices": [choice], "usage": usage})
         cut_after = self.script.cut_stream_after
         self.script.cut_stream_after = None
 
-        def events() -> Iterator[str]:
-            for n, piece in enumerate(pieces):
-                if cut_after is not None and n >= cut_after:
-                    # An exception mid-body makes uvicorn drop the connection without ending the chunked body.
-                    raise ConnectionAbortedError("stream cut by the test script")
-                chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": piece}}]}
-                yield f"data: {json.dumps(chunk)}\n\n"
-            final = {"index": 0, "delta": {}, "finish_reason": done.finish_reason.value}
-            yield f"data: {json.dumps({'object': 'chat.completion.chunk', 'choices': [final]})}\n\n"
-            if (body.get("stream_options") or {}).get("include_usage"):
-                yield f"data: {json.dumps({'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n"
+        async def sse() -> AsyncIterator[str]:
+            sent = 0
+            async for event in self._events(body):
+                if isinstance(event, Delta):
+                    if cut_after is not None and sent >= cut_after:
+                        # An exception mid-body makes uvicorn drop the connection without ending the chunked body.
+                        raise ConnectionAbortedError("stream cut by the test script")
+                    chunk = {
+                        "object": "chat.completion.chunk",
+                        "choices": [{"index": 0, "delta": {"content": event.text}}],
+                    }
+                    sent += 1
+                    yield f"data: {json.dumps(chunk)}\n\n"
+                    continue
+                usage = {"prompt_tokens": event.input_tokens, "completion_tokens": event.output_tokens}
+                final = {"index": 0, "delta": {}, "finish_reason": event.finish_reason.value}
+                yield f"data: {json.dumps({'object': 'chat.completion.chunk', 'choices': [final]})}\n\n"
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    yield f"data: {json.dumps({'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n"
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return StreamingResponse(sse(), media_type="text/event-stream")
