@@ -175,13 +175,21 @@ class ManagedServer:
 
 
 async def serve_until_signalled(server: ManagedServer, grace: float) -> None:
-    """Start, then stop cleanly on SIGTERM or SIGINT."""
+    """Start, then stop cleanly on SIGTERM or SIGINT (also while the backend is still opening)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await server.start()
-    await stop.wait()
+    starting = asyncio.create_task(server.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if starting.done() and not stop.is_set():
+        starting.result()  # a failed start raises here
+        await stopping
+    elif not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
     log.info("stopping", extra={"grace_seconds": grace})
     try:
         await asyncio.wait_for(server.stop(grace), timeout=grace + 5)
