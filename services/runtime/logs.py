@@ -50,3 +50,6 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Libraries that narrate their own start-up at info level.
+    for chatty in ("faiss.loader", "uvicorn.error", "httpx"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
