@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from services.blob.backends.fs import FilesystemBackend
 from strata.blob.v1 import blob_pb2, blob_pb2_grpc
 from tests.contract.blob.client import get, put, put_requests
 from tests.support.servers import ServerProcess, free_port
@@ -71,17 +72,26 @@ def test_acknowledged_writes_survive_sigkill_and_torn_writes_vanish(data_dir: Pa
         assert get(stub, "durable", "big")[1] == b"old version"
 
 
-def test_orphaned_temporary_files_are_removed_at_start(data_dir: Path, fs_stub) -> None:
-    # fs_stub's server already opened the store; a second server over the same folder must clean up.
-    from services.blob.backends.fs import FilesystemBackend
-
+def test_orphaned_temporary_files_are_removed_at_start(data_dir: Path) -> None:
+    first = FilesystemBackend(data_dir / "blob")
+    first.open()
+    first.close()
     tmp_dir = data_dir / "blob" / "tmp"
     (tmp_dir / "0123.tmp").write_bytes(b"half an object")
     (tmp_dir / "trash-x").mkdir()
     (tmp_dir / "trash-x" / "leftover").write_bytes(b"x")
     backend = FilesystemBackend(data_dir / "blob")
     backend.open()
-    assert list(tmp_dir.iterdir()) == []
+    try:
+        assert list(tmp_dir.iterdir()) == []
+    finally:
+        backend.close()
+
+
+def test_a_second_service_on_the_same_folder_is_refused(data_dir: Path, fs_stub) -> None:
+    # fs_stub's server holds the folder; a second one must not clean its temporary files away.
+    with pytest.raises(OSError, match="another blob service"):
+        FilesystemBackend(data_dir / "blob").open()
 
 
 def test_object_file_holds_content_then_metadata(fs_stub, data_dir: Path) -> None:

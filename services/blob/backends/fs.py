@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -278,12 +279,21 @@ class FilesystemBackend:
         self._key_locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         # Bucket creation and deletion are rare; one lock keeps them from interleaving.
         self._bucket_lock = threading.Lock()
+        self._lock_file: BinaryIO | None = None
 
     # lifecycle
 
     def open(self) -> None:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.buckets_dir.mkdir(parents=True, exist_ok=True)
+        # One process per folder: the cleanup below would destroy another live writer's files.
+        self._lock_file = open(self.root / "lock", "a+b")
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise OSError(f"another blob service is using {self.root}") from None
         # Anything in tmp/ is an unfinished write or an interrupted delete from a previous run.
         for leftover in self.tmp_dir.iterdir():
             if leftover.is_dir() and not leftover.is_symlink():
@@ -292,7 +302,9 @@ class FilesystemBackend:
                 leftover.unlink(missing_ok=True)
 
     def close(self) -> None:
-        return None
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None
 
     def probe(self) -> bool:
         return self.buckets_dir.is_dir() and os.access(self.tmp_dir, os.W_OK)
