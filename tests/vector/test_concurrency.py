@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import pytest
 
 from services.vector.backends.faiss_batching import MicroBatcher
 from strata.vector.v1 import vector_pb2
@@ -99,3 +100,46 @@ def test_micro_batcher_hands_errors_to_every_caller() -> None:
 
     results = asyncio.run(main())
     assert all(isinstance(r, ValueError) for r in results)
+
+
+def test_queries_do_not_wait_for_slow_log_writes(
+    open_vector: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.vector.backends import faiss_storage
+
+    with open_vector() as stub:
+        stub.CreateIndex(pb.CreateIndexRequest(name="slow", dimensions=4, metric=pb.METRIC_EUCLIDEAN))
+        stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="slow", vectors=[vec("a", [1, 0, 0, 0])]))
+        release = threading.Event()
+        real = faiss_storage.os.fdatasync
+
+        def stuck_fsync(fd: int) -> None:
+            release.wait(30)  # a disk that stalls
+            real(fd)
+
+        monkeypatch.setattr(faiss_storage.os, "fdatasync", stuck_fsync)
+        with ThreadPoolExecutor(24) as pool:
+            writes = [
+                pool.submit(
+                    stub.UpsertVectors, pb.UpsertVectorsRequest(index_name="slow", vectors=[vec(f"w{i}", [0, 1, 0, 0])])
+                )
+                for i in range(24)
+            ]
+            try:
+                for _ in range(5):
+                    started = time.monotonic()
+                    matches = stub.Query(pb.QueryRequest(index_name="slow", vector=[1, 0, 0, 0], top_k=5), timeout=10)
+                    assert time.monotonic() - started < 2
+                    assert [m.id for m in matches.matches] == ["a"]  # nothing unlogged is visible
+                    filtered = stub.Query(
+                        pb.QueryRequest(
+                            index_name="slow", vector=[1, 0, 0, 0], top_k=5, filter=struct({"x": {"$ne": 1}})
+                        ),
+                        timeout=10,
+                    )
+                    assert [m.id for m in filtered.matches] == ["a"]
+                    assert stub.GetIndex(pb.GetIndexRequest(name="slow"), timeout=10).index.vector_count == 1
+            finally:
+                release.set()
+            assert sum(w.result().upserted_count for w in writes) == 24
+        assert stub.GetIndex(pb.GetIndexRequest(name="slow")).index.vector_count == 25

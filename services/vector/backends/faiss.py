@@ -10,6 +10,9 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from services.runtime.errors import AlreadyExists, NotFound
 from services.vector.backends import faiss_storage as storage
@@ -30,6 +33,9 @@ from services.vector.model import (
 )
 
 log = logging.getLogger("strata.vector.faiss")
+T = TypeVar("T")
+READ_THREADS = 4
+WRITE_THREADS = 32
 
 
 class FaissBackend:
@@ -40,6 +46,16 @@ class FaissBackend:
         self._batchers: dict[str, MicroBatcher[SearchRequest, list[Match]]] = {}
         self._catalog = threading.Lock()
         self._snapshot_task: asyncio.Task[None] | None = None
+        # Separate pools: writers queued for group commit wait on a lock while holding a thread,
+        # and must never leave searches without one.
+        self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="vector-read")
+        self._writers = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="vector-write")
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writers, fn, *args)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -71,7 +87,10 @@ class FaissBackend:
     def _add(self, index: FaissIndex) -> None:
         self._indexes[index.spec.name] = index
         self._batchers[index.spec.name] = MicroBatcher(
-            index.search_many, self.settings.query_batch_window_ms / 1000, self.settings.query_batch_max
+            index.search_many,
+            self.settings.query_batch_window_ms / 1000,
+            self.settings.query_batch_max,
+            self._readers,
         )
 
     async def close(self) -> None:
@@ -81,6 +100,8 @@ class FaissBackend:
                 await self._snapshot_task
         for index in list(self._indexes.values()):
             await asyncio.to_thread(self._snapshot_and_close, index)
+        self._readers.shutdown(wait=False)
+        self._writers.shutdown(wait=False)
 
     @staticmethod
     def _snapshot_and_close(index: FaissIndex) -> None:
@@ -163,7 +184,7 @@ class FaissBackend:
     # ---- vectors ---------------------------------------------------------------------
 
     async def write(self, name: str, batch: VectorBatch, *, replace: bool) -> WriteResult:
-        return await asyncio.to_thread(self._get(name).write, batch, replace)
+        return await self._write(self._get(name).write, batch, replace)
 
     async def query(
         self,
@@ -180,19 +201,19 @@ class FaissBackend:
         request = SearchRequest(vector, top_k, include_values, include_metadata)
         if where is None and namespace is None:
             return await self._batchers[name].submit(request)
-        return await asyncio.to_thread(index.search_filtered, request, where, namespace)
+        return await self._read(index.search_filtered, request, where, namespace)
 
     async def get_by_ids(self, name: str, keys: list[VectorKey]) -> list[VectorRecord]:
-        return await asyncio.to_thread(self._get(name).get_keys, keys)
+        return await self._read(self._get(name).get_keys, keys)
 
     async def get_by_filter(self, name: str, where: Filter, namespace: str | None, limit: int) -> list[VectorRecord]:
-        return await asyncio.to_thread(self._get(name).get_matching, where, namespace, limit)
+        return await self._read(self._get(name).get_matching, where, namespace, limit)
 
     async def delete_by_ids(self, name: str, keys: list[VectorKey]) -> WriteResult:
-        return await asyncio.to_thread(self._get(name).delete_keys, keys)
+        return await self._write(self._get(name).delete_keys, keys)
 
     async def delete_by_filter(self, name: str, where: Filter, namespace: str | None) -> WriteResult:
-        return await asyncio.to_thread(self._get(name).delete_matching, where, namespace)
+        return await self._write(self._get(name).delete_matching, where, namespace)
 
     async def list_vectors(
         self,
@@ -206,9 +227,7 @@ class FaissBackend:
         include_metadata: bool,
     ) -> Page:
         index = self._get(name)
-        return await asyncio.to_thread(
-            index.list_page, namespace, where, after, limit, include_values, include_metadata
-        )
+        return await self._read(index.list_page, namespace, where, after, limit, include_values, include_metadata)
 
 
 def _spec_bytes(spec: IndexSpec) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Generic, TypeVar
 
 Req = TypeVar("Req")
@@ -17,8 +18,15 @@ Res = TypeVar("Res")
 
 
 class MicroBatcher(Generic[Req, Res]):
-    def __init__(self, run: Callable[[list[Req]], list[Res]], window_seconds: float, max_batch: int) -> None:
+    def __init__(
+        self,
+        run: Callable[[list[Req]], list[Res]],
+        window_seconds: float,
+        max_batch: int,
+        executor: Executor | None = None,
+    ) -> None:
         self._run = run
+        self._executor = executor
         self._window = window_seconds
         self._max = max_batch
         self._pending: list[tuple[Req, asyncio.Future[Res]]] = []
@@ -45,7 +53,9 @@ class MicroBatcher(Generic[Req, Res]):
                 self.calls += 1
                 self.served += len(batch)
                 try:
-                    results = await asyncio.to_thread(self._run, [request for request, _ in batch])
+                    results = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, self._run, [request for request, _ in batch]
+                    )
                 except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                     for _, future in batch:
                         if not future.done():
