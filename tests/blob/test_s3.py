@@ -151,3 +151,18 @@ def test_settings_from_environment() -> None:
     for bad in ({"STRATA_BLOB_BACKEND": "gcs"}, {"STRATA_BLOB_S3_PART_BYTES": "1024"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             load(BlobSettings, bad)
+
+
+@pytest.mark.parametrize("key", ["../escape", "/abs/path", "back\\slash", "a" * 1024])
+def test_keys_a_store_cannot_hold_are_invalid_argument_never_internal(s3_stub, key) -> None:
+    """SeaweedFS refuses or rewrites some keys that AWS accepts; either way the caller gets a clear answer."""
+    bucket = new_bucket_name()
+    s3_stub.CreateBucket(blob_pb2.CreateBucketRequest(name=bucket))
+    try:
+        put(s3_stub, bucket, key, b"value")
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.details()
+    else:
+        assert get(s3_stub, bucket, key)[1] == b"value"
+        s3_stub.DeleteObject(blob_pb2.DeleteObjectRequest(bucket=bucket, key=key))
+    s3_stub.DeleteBucket(blob_pb2.DeleteBucketRequest(name=bucket))

@@ -99,18 +99,24 @@ def _s3_errors(what: str, **names: str) -> Iterator[None]:
             ) from exc
         if code in ("InvalidRange",) or status == 416:
             raise OutOfRange(f"{what}: {message}", reason="RANGE_NOT_SATISFIABLE", metadata=meta) from exc
-        if code in (
-            "InvalidPart",
-            "InvalidPartOrder",
-            "EntityTooSmall",
-            "EntityTooLarge",
-            "InvalidBucketName",
-            "KeyTooLongError",
-            "MetadataTooLarge",
-            "InvalidArgument",
+        if (
+            code
+            in (
+                "InvalidPart",
+                "InvalidPartOrder",
+                "EntityTooSmall",
+                "EntityTooLarge",
+                "InvalidBucketName",
+                "KeyTooLongError",
+                "MetadataTooLarge",
+                "InvalidArgument",
+                "InvalidRequest",
+            )
+            or status == 400
         ):
+            # The store judged the request malformed: with validated input, that is a key or name it cannot hold.
             raise InvalidArgument(
-                f"{what}: the S3 store refused it: {message}", reason=code.upper(), metadata=meta
+                f"{what}: the S3 store refused it: {message}", reason="S3_REFUSED", metadata={**meta, "s3_code": code}
             ) from exc
         if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
             raise Unavailable(
