@@ -181,11 +181,21 @@ def create_rest_app(
     async def docs(_request: Request) -> Response:
         return HTMLResponse(docs_page(spec))
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own 404/405 (paths the catch-all route cannot match) in the same JSON shape.
+        status = getattr(exc, "status_code", 500)
+        code = {404: NotFound, 405: InvalidArgument}.get(status, InvalidArgument)
+        error = code(f"no route for {request.method} {request.url.path}", reason="NO_ROUTE")
+        payload = error_body(error)
+        payload["error"]["code"] = status  # type: ignore[index]
+        return JSONResponse(payload, status_code=status)
+
     app = Starlette(
+        exception_handlers={404: http_error, 405: http_error},
         routes=[
             StarletteRoute("/openapi.json", openapi, methods=["GET"]),
             StarletteRoute("/docs", docs, methods=["GET"]),
             StarletteRoute("/{path:path}", handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-        ]
+        ],
     )
     return app
