@@ -69,11 +69,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_serving(address: str, timeout: float = 60.0, service: str = "") -> None:
+def wait_serving(
+    address: str, timeout: float = 60.0, service: str = "", credentials: grpc.ChannelCredentials | None = None
+) -> None:
     """Block until the health service at `address` reports SERVING."""
     deadline = time.monotonic() + timeout
     last: Exception | str = "no answer"
-    with grpc.insecure_channel(address) as channel:
+    channel_cm = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    with channel_cm as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:

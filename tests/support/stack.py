@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from gateway.config import GatewaySettings
 from tests.support.servers import serve_in_thread, wait_serving
 
@@ -69,15 +71,21 @@ def serve_gateway(layers: dict[str, str], **overrides: Any) -> Iterator[tuple[st
         return server, port
 
     with serve_in_thread(make) as address:
-        wait_serving(address, 60)
+        credentials = None
+        if settings.tls_cert_file:
+            ca = Path(settings.tls_ca_file or settings.tls_cert_file).read_bytes()
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca)
+        wait_serving(address, 60, credentials=credentials)
         rest_port = created["server"].rest_port
         yield address, (f"http://127.0.0.1:{rest_port}" if rest_port else "")
 
 
 @contextlib.contextmanager
-def run_stack(data_dir: Path, **gateway_overrides: Any) -> Iterator[Stack]:
+def run_stack(
+    data_dir: Path, layer_overrides: dict[str, Any] | None = None, **gateway_overrides: Any
+) -> Iterator[Stack]:
     with contextlib.ExitStack() as stack:
-        layers = {name: stack.enter_context(serve_layer(name, data_dir)) for name in LAYERS}
+        layers = {name: stack.enter_context(serve_layer(name, data_dir, **(layer_overrides or {}))) for name in LAYERS}
         gateway, rest = stack.enter_context(serve_gateway(layers, **gateway_overrides))
         yield Stack(gateway, layers, data_dir, rest)
 
