@@ -1,0 +1,50 @@
+"""Pure helpers: stop-sequence splitting, Retry-After parsing, token estimates."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx
+import pytest
+
+from services.inference.backends.openai import estimate_tokens, retry_after_seconds
+from services.inference.smollm import split_at_stop
+
+
+@pytest.mark.parametrize(
+    ("text", "stops", "final", "expected"),
+    [
+        ("hello world", ("wor",), False, ("hello ", "", True)),
+        ("hello wo", ("world",), False, ("hello ", "wo", False)),
+        ("hello wo", ("world",), True, ("hello wo", "", False)),
+        ("abc", (), False, ("abc", "", False)),
+        ("say END and STOP", ("STOP", "END"), False, ("say ", "", True)),
+        ("x\n\n", ("\n\nUser:",), False, ("x", "\n\n", False)),
+    ],
+)
+def test_split_at_stop(text, stops, final, expected) -> None:
+    assert split_at_stop(text, stops, final) == expected
+
+
+def response_with(retry_after: str | None) -> httpx.Response:
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    return httpx.Response(429, headers=headers)
+
+
+def test_retry_after_in_seconds_and_as_a_date() -> None:
+    assert retry_after_seconds(response_with("3")) == 3.0
+    assert retry_after_seconds(response_with("0.5")) == 0.5
+    assert retry_after_seconds(response_with(None)) is None
+    assert retry_after_seconds(response_with("soon")) is None
+    in_ten = email.utils.formatdate(time.time() + 10, usegmt=True)
+    assert 8 <= (retry_after_seconds(response_with(in_ten)) or 0) <= 10.5
+    past = email.utils.formatdate(time.time() - 100, usegmt=True)
+    assert retry_after_seconds(response_with(past)) == 0.0
+
+
+def test_token_estimate_is_four_bytes_a_token() -> None:
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("abcd") == 1
+    assert estimate_tokens("abcde") == 2
+    assert estimate_tokens("é" * 4) == 2  # 8 UTF-8 bytes
