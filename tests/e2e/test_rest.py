@@ -175,3 +175,34 @@ def test_rate_limit_returns_429_with_retry_after(stack: Stack) -> None:
         assert limited.status_code == 429
         assert int(limited.headers["retry-after"]) >= 1
         assert limited.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+
+
+def test_sse_client_disconnect_cancels_generation(rest: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import time
+
+    caplog.set_level(logging.INFO, logger="strata.access")
+    name = new_collection(rest)
+    rest.post(f"/v1/collections/{name}/documents", json={"document_id": "d", "text": "Owls hunt at night, silently."})
+    with rest.stream(
+        "POST",
+        f"/v1/collections/{name}:ask",
+        json={"question": "When do owls hunt?", "options": {"maxTokens": 400, "minScore": -1}},
+        headers={"accept": "text/event-stream"},
+    ) as reply:
+        assert reply.status_code == 200
+        for line in reply.iter_lines():
+            if line.startswith("event: delta"):
+                break  # one token is enough: hang up mid-answer
+    deadline = time.monotonic() + 20
+    while True:
+        cancelled = [
+            r
+            for r in caplog.records
+            if getattr(r, "method", "") == "/strata.inference.v1.InferenceService/GenerateStream"
+            and getattr(r, "code", "") == "CANCELLED"
+        ]
+        if cancelled:
+            break
+        assert time.monotonic() < deadline, "generation was not cancelled after the client hung up"
+        time.sleep(0.1)
