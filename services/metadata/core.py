@@ -10,7 +10,7 @@ from services.metadata.config import MetadataSettings
 from services.metadata.model import DatabaseInfo, ImportSummary, Limits, Statement, StatementResult, mark_statement
 from services.metadata.names import check_name, name_from_page_token, page_token_for
 from services.metadata.sqltext import reject_transaction_control
-from services.runtime.errors import InvalidArgument, StrataError
+from services.runtime.errors import InvalidArgument, ResourceExhausted, StrataError
 
 MAX_BATCH_STATEMENTS = 10_000
 DEFAULT_PAGE_SIZE = 100
@@ -27,6 +27,7 @@ class MetadataCore:
             max_rows=settings.max_rows,
             max_response_bytes=settings.max_response_bytes,
         )
+        self.max_import_bytes = settings.max_import_bytes
 
     async def create_database(self, name: str) -> DatabaseInfo:
         return await self.backend.create_database(check_name(name))
@@ -86,8 +87,25 @@ class MetadataCore:
         check_name(database)
         return self.backend.export(database, schema_only=schema_only)
 
-    async def import_dump(self, database: str, sql: str) -> ImportSummary:
+    async def import_dump(self, database: str, pieces: AsyncIterator[bytes]) -> ImportSummary:
+        """Apply a UTF-8 SQL dump that arrives in pieces; the database is named before the first piece."""
+        if not database:
+            raise InvalidArgument("the first ImportRequest must name the database", reason="MISSING_DATABASE")
         check_name(database)
+        received: list[bytes] = []
+        size = 0
+        async for piece in pieces:
+            size += len(piece)
+            if size > self.max_import_bytes:
+                raise ResourceExhausted(
+                    f"the dump is larger than {self.max_import_bytes} bytes (STRATA_METADATA_MAX_IMPORT_BYTES)",
+                    reason="IMPORT_TOO_LARGE",
+                )
+            received.append(piece)
+        try:
+            sql = b"".join(received).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidArgument(f"the dump is not UTF-8: {exc}", reason="DUMP_NOT_UTF8") from exc
         return await self.backend.import_dump(database, sql, limits=self.limits)
 
 

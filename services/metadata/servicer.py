@@ -8,7 +8,6 @@ import grpc
 
 from services.metadata.core import MetadataCore
 from services.metadata.wire import batch_response, database_to_proto, fill_result, statement_from_proto
-from services.runtime.errors import InvalidArgument, ResourceExhausted
 from strata.metadata.v1 import metadata_pb2 as pb
 from strata.metadata.v1 import metadata_pb2_grpc
 
@@ -16,9 +15,8 @@ EXPORT_CHUNK_BYTES = 64 * 1024
 
 
 class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
-    def __init__(self, core: MetadataCore, max_import_bytes: int) -> None:
+    def __init__(self, core: MetadataCore) -> None:
         self.core = core
-        self.max_import_bytes = max_import_bytes
 
     async def CreateDatabase(
         self, request: pb.CreateDatabaseRequest, context: grpc.aio.ServicerContext
@@ -63,23 +61,13 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
     async def Import(
         self, request_iterator: AsyncIterator[pb.ImportRequest], context: grpc.aio.ServicerContext
     ) -> pb.ImportResponse:
-        database: str | None = None
-        pieces: list[bytes] = []
-        size = 0
-        async for request in request_iterator:
-            if database is None:
-                database = request.database
-            size += len(request.data)
-            if size > self.max_import_bytes:
-                raise ResourceExhausted(
-                    f"the dump is larger than {self.max_import_bytes} bytes", reason="IMPORT_TOO_LARGE"
-                )
-            pieces.append(request.data)
-        if not database:
-            raise InvalidArgument("the first ImportRequest must name the database", reason="MISSING_DATABASE")
-        try:
-            sql = b"".join(pieces).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidArgument(f"the dump is not UTF-8: {exc}", reason="DUMP_NOT_UTF8") from exc
-        summary = await self.core.import_dump(database, sql)
+        first = await anext(aiter(request_iterator), None)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            if first is not None:
+                yield first.data
+            async for request in request_iterator:
+                yield request.data
+
+        summary = await self.core.import_dump(first.database if first is not None else "", pieces())
         return pb.ImportResponse(statements_executed=summary.statements_executed, rows_written=summary.rows_written)

@@ -256,3 +256,13 @@ def test_least_recently_used_idle_databases_are_closed_beyond_the_limit(tmp_path
         while len(open_files := _open_database_files(data_dir)) > 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(open_files) <= 2, open_files
+
+
+def test_an_import_over_the_size_limit_is_resource_exhausted_and_applies_nothing(tmp_path: Path) -> None:
+    with metadata_stub(data_dir=tmp_path, max_import_bytes=1024) as stub:
+        stub.CreateDatabase(pb.CreateDatabaseRequest(name="main"))
+        pieces = [pb.ImportRequest(database="main", data=b"CREATE TABLE t (x TEXT);\n")]
+        pieces += [pb.ImportRequest(data=b"INSERT INTO t VALUES ('" + b"x" * 500 + b"');\n") for _ in range(3)]
+        error = expect_error(grpc.StatusCode.RESOURCE_EXHAUSTED, stub.Import, iter(pieces))
+        assert error_info(error).reason == "IMPORT_TOO_LARGE"
+        expect_error(grpc.StatusCode.INVALID_ARGUMENT, query, stub, "main", "SELECT * FROM t")
