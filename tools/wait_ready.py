@@ -52,7 +52,7 @@ def main() -> int:
         + f"  rest       http://{rest}\n\n"
         + "Try:\n"
         + f"  grpcurl -plaintext {gateway} list\n"
-        + f"  grpcurl -plaintext -d '{{\"name\": \"notes\"}}' {gateway} \\\n"
+        + f'  grpcurl -plaintext -d \'{{"name": "notes"}}\' {gateway} \\\n'
         + "      strata.gateway.v1.GatewayService/CreateCollection\n"
         + "\nCtrl-C stops everything.\n",
         flush=True,
