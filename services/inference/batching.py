@@ -1,9 +1,10 @@
 """Micro-batching: concurrent Embed calls for one model become one model call.
 
 While a model call runs, new requests queue; when it returns, everything queued
-(up to `max_size` texts) goes in the next call, after waiting at most `wait`
-seconds for more. On a CPU the model gains only ~1.3-1.6x from batching, so the
-wait is kept to a few milliseconds and skipped once a batch is full.
+(up to `max_size` texts) goes in the next call. That alone forms batches under
+load at no cost in latency. The optional wait (a few milliseconds) only applies
+when the previous batch served several callers and fewer are queued now: a lone
+sequential caller never waits, so batching is never a loss for it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class MicroBatcher(Generic[T]):
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        # Callers in the previous batch: how much concurrency to expect in the next one.
+        self._expected_callers = 1
 
     async def submit(self, texts: Sequence[str]) -> list[T]:
         """The results for `texts`, in order, computed together with other callers' texts."""
@@ -74,6 +77,7 @@ class MicroBatcher(Generic[T]):
             except BaseException:
                 self._slots.release()
                 raise
+            self._expected_callers = len(batch)
             task = asyncio.create_task(self._execute(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -99,6 +103,8 @@ class MicroBatcher(Generic[T]):
             if not batch:
                 await self._arrived.wait()
                 continue
+            if len(batch) >= self._expected_callers:
+                return batch
             if deadline is None:
                 deadline = loop.time() + self._wait
             remaining = deadline - loop.time()

@@ -73,15 +73,53 @@ def test_a_request_larger_than_max_size_runs_alone() -> None:
     run(main())
 
 
-def test_wait_is_bounded_for_a_lone_caller() -> None:
+def test_a_lone_sequential_caller_never_waits() -> None:
+    async def main() -> None:
+        model = Recorder(delay=0)
+        batcher = MicroBatcher(model, max_size=32, wait_seconds=0.5)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(5):
+            await batcher.submit(["x"])
+        assert loop.time() - started < 0.5
+        await batcher.close()
+
+    run(main())
+
+
+def test_after_concurrent_batches_the_wait_is_bounded() -> None:
     async def main() -> None:
         model = Recorder(delay=0)
         batcher = MicroBatcher(model, max_size=32, wait_seconds=0.05)
+        await asyncio.gather(*(batcher.submit([str(i)]) for i in range(4)))
+        assert len(model.calls[-1]) == 4
+        # Fewer callers than last time: the batcher waits for the others, but only 50 ms.
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await batcher.submit(["x"])
-        elapsed = loop.time() - started
-        assert 0.04 <= elapsed < 1.0
+        await batcher.submit(["alone"])
+        assert 0.04 <= loop.time() - started < 1.0
+        # Now it expects one caller and does not wait again.
+        started = loop.time()
+        await batcher.submit(["alone again"])
+        assert loop.time() - started < 0.04
+        await batcher.close()
+
+    run(main())
+
+
+def test_callers_returning_within_the_wait_join_one_batch() -> None:
+    async def main() -> None:
+        model = Recorder(delay=0.01)
+        batcher = MicroBatcher(model, max_size=32, wait_seconds=0.2)
+
+        async def client(name: str) -> None:
+            for round_ in range(5):
+                await batcher.submit([f"{name}-{round_}"])
+
+        await asyncio.gather(*(client(f"c{i}") for i in range(8)))
+        # After the first call or two, all eight clients share each model call.
+        assert max(len(c) for c in model.calls) == 8
+        assert len(model.calls) <= 8
         await batcher.close()
 
     run(main())
