@@ -17,7 +17,7 @@ from services.metadata.server import create_server
 from services.runtime.settings import ConfigError
 from strata.metadata.v1 import metadata_pb2 as pb
 from strata.metadata.v1 import metadata_pb2_grpc
-from tests.contract.metadata.client import Stub, error_info, expect_error, query, rows
+from tests.contract.metadata.client import Stub, batch, error_info, expect_error, query, rows
 from tests.metadata.helpers import metadata_stub
 from tests.metadata.postgres_server import PostgresUnavailable, shared_postgres
 from tests.support.backends import missing_backend
@@ -164,3 +164,24 @@ def test_unreachable_postgres_serves_not_serving_and_unavailable(tmp_path: Path)
         stub = metadata_pb2_grpc.MetadataServiceStub(channel)
         expect_error(grpc.StatusCode.UNAVAILABLE, stub.ListDatabases, pb.ListDatabasesRequest())
         expect_error(grpc.StatusCode.UNAVAILABLE, query, stub, "any", "SELECT 1")
+
+
+def test_a_pipelined_batch_names_the_failing_statement(stub: Stub, dsn: str, tmp_path: Path) -> None:
+    stub.CreateDatabase(pb.CreateDatabaseRequest(name="pipe"))
+    query(stub, "pipe", "CREATE TABLE t (id BIGINT PRIMARY KEY, x TEXT)")
+    # A value PostgreSQL refuses before the server sees it (NUL in text), after two good statements.
+    error = expect_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        batch,
+        stub,
+        "pipe",
+        [("INSERT INTO t VALUES (?, ?)", (1, "a")), "SELECT 1 AS one", ("INSERT INTO t VALUES (?, ?)", (2, "a\x00b"))],
+    )
+    assert error_info(error).metadata["statement_index"] == "2"
+    slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) SELECT count(*) FROM c"
+    with metadata_stub(data_dir=tmp_path, backend="postgres", postgres_dsn=dsn, statement_timeout_seconds=0.3) as quick:
+        error = expect_error(
+            grpc.StatusCode.DEADLINE_EXCEEDED, batch, quick, "pipe", [("INSERT INTO t VALUES (?, ?)", (3, "c")), slow]
+        )
+        assert error_info(error).metadata["statement_index"] == "1"
+    assert rows(query(stub, "pipe", "SELECT count(*) FROM t")) == [(0,)]

@@ -28,6 +28,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import ExecStatus
 from psycopg_pool import AsyncConnectionPool
 
 from services.metadata.backends.postgres_dump import dump_statements
@@ -225,12 +226,13 @@ class PostgresBackend:
         budget = ResultBudget(limits)
         results: list[StatementResult] = []
         async with self._session(database, limits, read_only=read_only) as conn:
-            for index, (statement, text) in enumerate(zip(statements, texts, strict=True)):
-                try:
-                    async with translated(limits.statement_timeout):
-                        results.append(await _run_one(conn, statement, text, budget))
-                except StrataError as error:
-                    raise mark_statement(error, index, in_batch=in_batch) from error.__cause__
+            if len(statements) > 1:
+                return await _run_pipelined(conn, statements, texts, budget, limits, in_batch=in_batch)
+            try:
+                async with translated(limits.statement_timeout):
+                    results.append(await _run_one(conn, statements[0], texts[0], budget))
+            except StrataError as error:
+                raise mark_statement(error, 0, in_batch=in_batch) from error.__cause__
         return results
 
     async def export(self, database: str, *, schema_only: bool) -> AsyncIterator[str]:
@@ -303,16 +305,15 @@ def _changes(status: str | None) -> int:
     return 0
 
 
-async def _run_one(
-    conn: psycopg.AsyncConnection[Any], statement: Statement, text: PostgresText, budget: ResultBudget
-) -> StatementResult:
-    started = time.perf_counter()
-    cur = conn.cursor()
+async def _send(cur: psycopg.AsyncCursor[Any], statement: Statement, text: PostgresText) -> None:
     if text.placeholders:
         await cur.execute(text.query, statement.params)
     else:
         # No parameters: send the text untouched, so a '%' needs no escaping.
         await cur.execute(statement.sql.encode())
+
+
+async def _collect(cur: psycopg.AsyncCursor[Any], budget: ResultBudget, seconds: float) -> StatementResult:
     columns = [c.name for c in cur.description] if cur.description else []
     rows: list[tuple[SqlValue, ...]] = []
     if columns:
@@ -321,12 +322,54 @@ async def _run_one(
             budget.add_row(row)
             rows.append(row)
     changes = _changes(cur.statusmessage)
-    return StatementResult(
-        columns=columns,
-        rows=rows,
-        changes=changes,
-        last_row_id=0,
-        rows_read=len(rows),
-        rows_written=changes,
-        duration_seconds=time.perf_counter() - started,
-    )
+    return StatementResult(columns, rows, changes, 0, len(rows), changes, seconds)
+
+
+async def _run_one(
+    conn: psycopg.AsyncConnection[Any], statement: Statement, text: PostgresText, budget: ResultBudget
+) -> StatementResult:
+    started = time.perf_counter()
+    cur = conn.cursor()
+    await _send(cur, statement, text)
+    return await _collect(cur, budget, time.perf_counter() - started)
+
+
+async def _run_pipelined(
+    conn: psycopg.AsyncConnection[Any],
+    statements: Sequence[Statement],
+    texts: Sequence[PostgresText],
+    budget: ResultBudget,
+    limits: Limits,
+    *,
+    in_batch: bool,
+) -> list[StatementResult]:
+    """Several statements in one pipeline: one network round trip instead of one per statement.
+
+    The server runs them in order and stops at the first failure; that statement is the first
+    whose cursor holds no successful result. Each statement reports an equal share of the
+    pipeline's time, since the server does not time them one by one.
+    """
+    cursors: list[psycopg.AsyncCursor[Any]] = []
+    started = time.perf_counter()
+    try:
+        async with conn.pipeline():
+            for statement, text in zip(statements, texts, strict=True):
+                cursors.append(conn.cursor())
+                await _send(cursors[-1], statement, text)
+    except psycopg.Error as exc:
+        index = next((i for i, cur in enumerate(cursors) if not _succeeded(cur)), len(cursors) - 1)
+        raise mark_statement(translate(exc, limits.statement_timeout), index, in_batch=in_batch) from exc
+    share = (time.perf_counter() - started) / max(len(cursors), 1)
+    results = []
+    for index, cur in enumerate(cursors):
+        try:
+            async with translated(limits.statement_timeout):
+                results.append(await _collect(cur, budget, share))
+        except StrataError as error:
+            raise mark_statement(error, index, in_batch=in_batch) from error.__cause__
+    return results
+
+
+def _succeeded(cur: psycopg.AsyncCursor[Any]) -> bool:
+    result = cur.pgresult
+    return result is not None and result.status in (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK)
