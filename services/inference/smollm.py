@@ -70,7 +70,12 @@ class SmolLMGenerator:
         self._vocab = model.vocab
         self._closing = threading.Event()
 
+    def stop(self) -> None:
+        """Make a running `generate` return at its next token (safe from any thread)."""
+        self._closing.set()
+
     def close(self) -> None:
+        """Free the model; only once no `generate` is running."""
         self._closing.set()
         self._llm.close()
 

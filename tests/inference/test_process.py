@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import grpc
 import pytest
@@ -20,15 +21,30 @@ def embed_once(address: str) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_then_restart_serves_again(tmp_path) -> None:
+def test_sigkill_then_restart_serves_again_and_sigterm_stops_a_generation(tmp_path) -> None:
     address = f"127.0.0.1:{free_port()}"
-    env = {"STRATA_INFERENCE_LISTEN": address, "STRATA_DATA_DIR": str(tmp_path)}
+    env = {
+        "STRATA_INFERENCE_LISTEN": address,
+        "STRATA_DATA_DIR": str(tmp_path),
+        "STRATA_SHUTDOWN_GRACE_SECONDS": "1",
+    }
     server = ServerProcess("services.inference", env, address, tmp_path / "server.log").start()
     assert embed_once(address) == 384
     server.kill()
     with ServerProcess("services.inference", env, address, tmp_path / "server.log") as again:
         assert embed_once(address) == 384
-        assert again.terminate() == 0
+        with grpc.insecure_channel(address) as channel:
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            request = pb.GenerateStreamRequest(
+                messages=[pb.Message(role=pb.ROLE_USER, content="Tell a very long story.")],
+                options=pb.GenerationOptions(max_tokens=2000, temperature=1.0, seed=3),
+            )
+            stream = stub.GenerateStream(request, timeout=120)
+            assert next(stream).WhichOneof("event") == "delta"
+            started = time.monotonic()
+            # In-flight generation gets the 1 s grace, then is cancelled; the process exits cleanly.
+            assert again.terminate(timeout=30) == 0
+            assert time.monotonic() - started < 15
 
 
 def test_a_bad_setting_exits_2_naming_it(tmp_path) -> None:

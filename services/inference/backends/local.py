@@ -102,8 +102,11 @@ class LocalBackend:
         return self._embedder is not None and self._generator is not None
 
     async def close(self) -> None:
-        self._embed_thread.shutdown(wait=True, cancel_futures=True)
-        self._generate_thread.shutdown(wait=True, cancel_futures=True)
+        if self._generator is not None:
+            self._generator.stop()
+        # Waiting for the model threads must not block the event loop either.
+        await asyncio.to_thread(self._embed_thread.shutdown, wait=True, cancel_futures=True)
+        await asyncio.to_thread(self._generate_thread.shutdown, wait=True, cancel_futures=True)
         if self._generator is not None:
             self._generator.close()
         self._embedder = self._generator = None
