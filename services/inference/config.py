@@ -67,10 +67,10 @@ class InferenceSettings(RuntimeSettings):
     )
     generation_concurrency: int = setting(
         "STRATA_INFERENCE_GENERATION_CONCURRENCY",
-        1,
+        8,
         minimum=1,
         maximum=256,
-        help="Generation requests run at once (the local model runs one at a time whatever this says).",
+        help="Generation requests sent upstream at once by the openai backend; the local model runs one at a time.",
     )
     default_max_tokens: int = setting(
         "STRATA_INFERENCE_DEFAULT_MAX_TOKENS",
