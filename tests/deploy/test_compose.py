@@ -372,3 +372,27 @@ def test_images_install_the_dependencies_pyproject_declares() -> None:
         # Every scale-out backend's client library is in every image; an unknown extra fails the build.
         listed = module.requirements(str(ROOT / "pyproject.toml"), words[1:])
         assert any(line.startswith("grpcio") for line in listed)
+
+
+def test_scale_engines_and_layers_agree_on_credentials_and_models(empty_env_file: Path) -> None:
+    result = run_compose([*profile_args("scale", empty_env_file), "config", "--format", "json"])
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    metadata, blob, inference = (environment(services[name]) for name in ("metadata", "blob", "inference"))
+    postgres, seaweedfs = environment(services["postgres"]), environment(services["seaweedfs"])
+    dsn = urlparse(metadata["STRATA_METADATA_POSTGRES_DSN"])
+    assert postgres["POSTGRES_PASSWORD"], "deploy/scale.env sets the PostgreSQL password"
+    assert (dsn.username, dsn.password, dsn.path.lstrip("/")) == (
+        postgres["POSTGRES_USER"],
+        postgres["POSTGRES_PASSWORD"],
+        postgres["POSTGRES_DB"],
+    )
+    assert seaweedfs["AWS_SECRET_ACCESS_KEY"], "deploy/scale.env sets the S3 secret"
+    assert (blob["STRATA_BLOB_S3_ACCESS_KEY_ID"], blob["STRATA_BLOB_S3_SECRET_ACCESS_KEY"]) == (
+        seaweedfs["AWS_ACCESS_KEY_ID"],
+        seaweedfs["AWS_SECRET_ACCESS_KEY"],
+    )
+    pulled = environment(services["ollama-models"])
+    assert pulled["EMBEDDING_MODEL"] == inference["STRATA_INFERENCE_OPENAI_EMBEDDING_MODEL"]
+    assert pulled["GENERATION_MODEL"] == inference["STRATA_INFERENCE_OPENAI_GENERATION_MODEL"]
+    assert inference["STRATA_INFERENCE_OPENAI_EMBEDDING_DIMENSIONS"] == "384", "all-MiniLM-L6-v2, as embedded"
