@@ -92,13 +92,15 @@ class BlobServicer(blob_pb2_grpc.BlobServiceServicer):
         if request.HasField("range"):
             byte_range = (request.range.offset, request.range.length, request.range.suffix_length)
         download = await self.store.get_object(request.bucket, request.key, _conditions(request.conditions), byte_range)
-        yield blob_pb2.GetObjectResponse(
-            header=blob_pb2.GetObjectHeader(
-                object=_object(download.info), offset=download.offset, length=download.length
+        context.add_done_callback(lambda _: download.close())
+        async with download:
+            yield blob_pb2.GetObjectResponse(
+                header=blob_pb2.GetObjectHeader(
+                    object=_object(download.info), offset=download.offset, length=download.length
+                )
             )
-        )
-        async for chunk in download.chunks:
-            yield blob_pb2.GetObjectResponse(chunk=chunk)
+            async for chunk in download.chunks:
+                yield blob_pb2.GetObjectResponse(chunk=chunk)
 
     async def HeadObject(self, request, context):  # type: ignore[no-untyped-def]
         info = await self.store.head_object(request.bucket, request.key, _conditions(request.conditions))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -45,12 +45,51 @@ class ObjectPage:
     next_page_token: str
 
 
-@dataclass(frozen=True)
+async def _run_owned(fn: Callable[[], T], release: Callable[[T], object]) -> T:
+    """Like `_run`, but if the caller is cancelled meanwhile, `release` what the thread still returns."""
+    future = asyncio.ensure_future(_run(fn))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+
+        def orphaned(done: asyncio.Future[T]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                release(done.result())
+
+        future.add_done_callback(orphaned)
+        raise
+
+
+@dataclass
 class Download:
+    """An open read. `close()` releases the object however the stream ends; it is idempotent.
+
+    A gRPC stream cancelled while suspended between chunks never resumes its
+    generators, so the servicer also calls `close()` when the RPC terminates.
+    """
+
     info: ObjectInfo
     offset: int
     length: int
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncGenerator[bytes, None]
+    reader: ObjectReader | None = None
+    _closing: asyncio.Future[None] | None = None
+
+    def close(self) -> asyncio.Future[None]:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        return self._closing
+
+    async def _close(self) -> None:
+        await self.chunks.aclose()  # waits for a read in flight before the reader closes
+        if self.reader is not None:
+            await _run(self.reader.close)
+
+    async def __aenter__(self) -> Download:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.shield(self.close())
 
 
 class _Buffer:
@@ -203,10 +242,14 @@ class BlobStore:
             reader.close()
             return reader.info, offset, length, data, None
 
-        info, offset, length, data, reader = await _run(open_read)
+        def release(opened: tuple[ObjectInfo, int, int, bytes, ObjectReader | None]) -> None:
+            if opened[4] is not None:
+                opened[4].close()
+
+        info, offset, length, data, reader = await _run_owned(open_read, release)
         if reader is None:
             return Download(info, offset, length, _once(data))
-        return Download(info, offset, length, self._stream(reader, offset, length))
+        return Download(info, offset, length, self._stream(reader, offset, length), reader)
 
     def _open_sync(self, bucket: str, key: str) -> ObjectReader:
         reader = self.backend.open_object(bucket, key)
@@ -218,7 +261,7 @@ class BlobStore:
             )
         return reader
 
-    async def _stream(self, reader: ObjectReader, offset: int, length: int) -> AsyncIterator[bytes]:
+    async def _stream(self, reader: ObjectReader, offset: int, length: int) -> AsyncGenerator[bytes, None]:
         """Yield chunks, reading the next one in a worker thread while this one is sent."""
         chunks: Iterator[bytes] = reader.read(offset, length, self.chunk_bytes)
         upcoming = asyncio.ensure_future(_run(next, chunks, _DONE))
@@ -238,7 +281,7 @@ class BlobStore:
     async def _open(self, bucket: str, key: str) -> ObjectReader:
         names.bucket_name(bucket)
         names.object_key(key)
-        return await _run(self._open_sync, bucket, key)
+        return await _run_owned(lambda: self._open_sync(bucket, key), lambda reader: reader.close())
 
     async def head_object(self, bucket: str, key: str, conditions: Conditions) -> ObjectInfo:
         names.bucket_name(bucket)
@@ -443,7 +486,7 @@ class BlobStore:
         await _run(self.backend.abort_upload, bucket, key, upload_id)
 
 
-async def _once(data: bytes) -> AsyncIterator[bytes]:
+async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
     if data:
         yield data
 

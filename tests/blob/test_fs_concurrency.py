@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -72,3 +75,26 @@ def test_readers_see_old_or_new_while_replaced(fs_stub) -> None:
             thread.join(60)
     assert problems == []
     assert len(seen) > 3
+
+
+def _open_object_files(data_dir) -> int:
+    objects = str(data_dir / "blob" / "buckets")
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith(objects)
+    return count
+
+
+def test_cancelled_reads_release_their_files(fs_stub, data_dir) -> None:
+    fs_stub.CreateBucket(blob_pb2.CreateBucketRequest(name="cancel"))
+    put(fs_stub, "cancel", "big", _content(3))
+    for number in range(20):
+        call = fs_stub.GetObject(blob_pb2.GetObjectRequest(bucket="cancel", key="big"))
+        if number % 2:
+            next(call)  # the header arrived; the server is streaming chunks
+        call.cancel()
+    deadline = time.monotonic() + 10
+    while _open_object_files(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _open_object_files(data_dir) == 0

@@ -142,6 +142,10 @@ class FileObjectReader:
             os.close(self._fd)
             self._fd = -1
 
+    def __del__(self) -> None:
+        # Last resort for a reader nobody closed; unreachable, so no one else can be using the descriptor.
+        self.close()
+
 
 def _start_writeback() -> Callable[[int, int, int], None]:
     """sync_file_range(SYNC_FILE_RANGE_WRITE) where the C library has it, else nothing.

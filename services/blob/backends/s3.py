@@ -20,6 +20,7 @@ import heapq
 import tempfile
 import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +45,7 @@ from services.runtime.errors import (
 _LOCK_STRIPES = 1024
 _MAX_COPY_BYTES = 5 * 1024**3
 _MAX_PARTS = 10_000
+_RECENT_PARTS = 10_000
 # Everything printable but '%' passes through metadata headers unchanged.
 _SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
@@ -277,7 +279,9 @@ class S3PartWriter:
                     Body=self._spool,
                     ContentLength=self._size,
                 )
-            return PartInfo(self._number, _etag(response["ETag"]), self._size, datetime.now(UTC))
+            part = PartInfo(self._number, _etag(response["ETag"]), self._size, datetime.now(UTC))
+            self._backend.remember_part(self._bucket, self._key, self._upload_id, part)
+            return part
         finally:
             self.abort()
 
@@ -296,6 +300,8 @@ class S3Backend:
         self.prefix = settings.s3_bucket_prefix
         self._client: Any = None
         self._key_locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._recent_parts: OrderedDict[tuple[str, str, str, int], str] = OrderedDict()
+        self._recent_lock = threading.Lock()
 
     @property
     def client(self) -> Any:
@@ -533,12 +539,24 @@ class S3Backend:
             for page in pages:
                 for part in page.get("Parts", []):
                     parts.append(PartInfo(part["PartNumber"], _etag(part["ETag"]), part["Size"], part["LastModified"]))
-        # SeaweedFS lists a re-uploaded part number twice; the newest upload is the part.
+        # SeaweedFS lists a re-uploaded part number twice (and completes by ETag): keep the newest, judged by
+        # what this process uploaded last, else by time (whole seconds, so ties are possible).
         newest: dict[int, PartInfo] = {}
         for part in parts:
-            if part.part_number not in newest or part.last_modified >= newest[part.part_number].last_modified:
+            known = self._recent_parts.get((bucket, key, upload_id, part.part_number))
+            current = newest.get(part.part_number)
+            if current is None or (
+                current.etag != known and (part.etag == known or part.last_modified >= current.last_modified)
+            ):
                 newest[part.part_number] = part
         return [newest[number] for number in sorted(newest)]
+
+    def remember_part(self, bucket: str, key: str, upload_id: str, part: PartInfo) -> None:
+        with self._recent_lock:
+            self._recent_parts[(bucket, key, upload_id, part.part_number)] = part.etag
+            self._recent_parts.move_to_end((bucket, key, upload_id, part.part_number))
+            while len(self._recent_parts) > _RECENT_PARTS:
+                self._recent_parts.popitem(last=False)
 
     def complete_upload(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[PartInfo], etag: str, check: Check
