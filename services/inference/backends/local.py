@@ -129,10 +129,10 @@ class LocalBackend:
 
     async def count_tokens(self, model: str, texts: Sequence[str]) -> list[int]:
         with translated_errors("tokenizing"):
+            # Off the loop: a full batch of long chunks takes tens of milliseconds to count.
             if model == self.settings.generation_model:
                 return await asyncio.to_thread(self._require_generator().count_tokens, texts)
-            # Counting is ~0.1 ms per text: not worth a thread hop.
-            return self._require_embedder().count_tokens(texts)
+            return await asyncio.to_thread(self._require_embedder().count_tokens, texts)
 
     async def generate(
         self, model: str, messages: Sequence[ChatMessage], options: SamplingOptions
