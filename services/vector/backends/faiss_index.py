@@ -9,8 +9,9 @@ hold `_rw` shared while they search AND while they turn FAISS ids into records, 
 and records always come from the same state.
 
 Internal int64 ids are never reused: an upsert of an existing key gets a new id and the old
-one is removed (flat: one `remove_ids` per batch, as it costs O(N) per call) or tombstoned
-(HNSW, which cannot remove; tombstones are excluded with an ID selector).
+one becomes a tombstone. Flat searches over-fetch past tombstones and drop them (keeping the
+BLAS path); a flat index removes them in bulk on a copy (`_compact_if_due`). HNSW cannot
+remove, so its tombstones stay, excluded by an ID selector.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ SNAPSHOT_FORMAT = 1
 # graph search with a very selective selector may find fewer than top_k of them.
 HNSW_EXACT_BELOW = 20_000
 BLAS_FROM_BATCH = 4
+# A flat index drops tombstoned vectors once there are this many, or 1/COMPACT_FRACTION of it.
+COMPACT_MIN_TOMBSTONES = 1024
+COMPACT_FRACTION = 100
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,7 @@ class FaissIndex:
                 continue  # a snapshot already holds it (crash between snapshot and log cleanup)
             self._apply(entry)
             replayed += 1
+        self._compact_if_due()
         self._log = storage.LogWriter(self.directory, self.last_mutation_id + 1)
         self._log.entries = replayed
         if replayed:
@@ -276,6 +281,26 @@ class FaissIndex:
         for ticket, entry in planned:
             self._apply(entry)
             ticket.done = True
+        self._compact_if_due()
+
+    def _compact_if_due(self) -> None:
+        """Drop tombstoned vectors from a flat index (the caller holds `_writer`).
+
+        `remove_ids` costs O(N) whatever the number of ids, so removals wait for a batch of
+        them, and run on a copy: readers keep searching the current index (only this thread
+        mutates it) and the swap is the only exclusive step. HNSW cannot remove: its
+        tombstones stay, excluded by an ID selector."""
+        if self.spec.index_type is IndexType.HNSW:
+            return
+        if len(self._dead) <= max(COMPACT_MIN_TOMBSTONES, self._index.ntotal // COMPACT_FRACTION):
+            return
+        single_threaded()
+        gone = np.fromiter(self._dead, dtype=np.int64, count=len(self._dead))
+        compacted = faiss.clone_index(self._index)
+        compacted.remove_ids(faiss.IDSelectorBatch(gone))
+        with self._rw.write():
+            self._index = compacted
+            self._dead.difference_update(gone.tolist())
 
     def _apply(self, entry: storage.LogEntry) -> None:
         """Make a logged mutation visible; the exclusive section holds no I/O."""
@@ -289,10 +314,7 @@ class FaissIndex:
         single_threaded()
         with self._rw.write():
             if old:
-                if self.spec.index_type is IndexType.HNSW:
-                    self._dead.update(old)
-                else:
-                    self._index.remove_ids(np.asarray(old, dtype=np.int64))
+                self._dead.update(old)
                 for internal in old:
                     record = self._records.pop(internal)
                     del self._by_key[record.key]
@@ -459,12 +481,16 @@ class FaissIndex:
             live = len(self._records)
             if not live:
                 return [[] for _ in requests]
-            k = min(max(r.top_k for r in requests), live)
+            k = max(r.top_k for r in requests)
             selector = None
-            if self._dead:
-                selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._dead, dtype=np.int64)))
-            params = self._params(selector)
-            distances, ids = self._search(queries, k, params)
+            if self.spec.index_type is IndexType.HNSW:
+                k = min(k, live)
+                if self._dead:
+                    selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._dead, dtype=np.int64)))
+            else:
+                # Over-fetch past the tombstones instead of a selector, which would rule out BLAS.
+                k = min(k + len(self._dead), self._index.ntotal)
+            distances, ids = self._search(queries, k, self._params(selector))
             return [self._matches(distances[i], ids[i], r) for i, r in enumerate(requests)]
 
     def search_filtered(self, request: SearchRequest, where: Filter | None, namespace: str | None) -> list[Match]:
