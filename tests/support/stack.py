@@ -82,10 +82,19 @@ def serve_gateway(layers: dict[str, str], **overrides: Any) -> Iterator[tuple[st
 
 @contextlib.contextmanager
 def run_stack(
-    data_dir: Path, layer_overrides: dict[str, Any] | None = None, **gateway_overrides: Any
+    data_dir: Path,
+    layer_overrides: dict[str, Any] | None = None,
+    per_layer: dict[str, dict[str, Any]] | None = None,
+    **gateway_overrides: Any,
 ) -> Iterator[Stack]:
+    """All five on port 0. `layer_overrides` apply to every layer, `per_layer[name]` to one."""
     with contextlib.ExitStack() as stack:
-        layers = {name: stack.enter_context(serve_layer(name, data_dir, **(layer_overrides or {}))) for name in LAYERS}
+        layers = {
+            name: stack.enter_context(
+                serve_layer(name, data_dir, **{**(layer_overrides or {}), **(per_layer or {}).get(name, {})})
+            )
+            for name in LAYERS
+        }
         gateway, rest = stack.enter_context(serve_gateway(layers, **gateway_overrides))
         yield Stack(gateway, layers, data_dir, rest)
 
