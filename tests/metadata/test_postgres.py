@@ -35,7 +35,7 @@ def dsn() -> str:
 
 @pytest.fixture
 def stub(dsn: str, tmp_path: Path) -> Iterator[Stub]:
-    with metadata_stub(data_dir=tmp_path, backend="postgres", postgres_dsn=dsn, busy_timeout_seconds=0.3) as stub:
+    with metadata_stub(data_dir=tmp_path, backend="postgres", postgres_dsn=dsn) as stub:
         for database in stub.ListDatabases(pb.ListDatabasesRequest(page_size=1000)).databases:
             stub.DeleteDatabase(pb.DeleteDatabaseRequest(name=database.name))
         yield stub
@@ -86,12 +86,15 @@ def test_session_commands_are_refused(stub: Stub) -> None:
         assert error_info(error).reason in ("FORBIDDEN_STATEMENT", "TRANSACTION_CONTROL")
 
 
-def test_a_lock_held_elsewhere_is_unavailable(stub: Stub, dsn: str) -> None:
+def test_a_lock_held_elsewhere_is_unavailable(stub: Stub, dsn: str, tmp_path: Path) -> None:
     stub.CreateDatabase(pb.CreateDatabaseRequest(name="locked"))
     query(stub, "locked", "CREATE TABLE t (x BIGINT)")
-    with psycopg.connect(dsn) as holder:
+    with (
+        psycopg.connect(dsn) as holder,
+        metadata_stub(data_dir=tmp_path, backend="postgres", postgres_dsn=dsn, busy_timeout_seconds=0.3) as impatient,
+    ):
         holder.execute(f'LOCK TABLE "{schema_for("locked")}".t IN ACCESS EXCLUSIVE MODE')
-        error = expect_error(grpc.StatusCode.UNAVAILABLE, query, stub, "locked", "INSERT INTO t VALUES (1)")
+        error = expect_error(grpc.StatusCode.UNAVAILABLE, query, impatient, "locked", "INSERT INTO t VALUES (1)")
         assert error_info(error).reason == "DATABASE_LOCKED"
         holder.rollback()
     query(stub, "locked", "INSERT INTO t VALUES (1)")

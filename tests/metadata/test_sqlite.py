@@ -156,7 +156,14 @@ def test_export_is_a_consistent_snapshot_while_writes_continue(stub: Stub) -> No
     assert dump.count(b"INSERT INTO") == 3000
 
 
-def test_concurrent_writers_all_commit(stub: Stub) -> None:
+def test_concurrent_writers_all_commit(data_dir: Path) -> None:
+    # Default busy timeout: writers queue for the one writer connection; none should give up.
+    with metadata_stub(data_dir=data_dir) as stub:
+        stub.CreateDatabase(pb.CreateDatabaseRequest(name="main"))
+        _write_concurrently(stub)
+
+
+def _write_concurrently(stub: Stub) -> None:
     query(stub, "main", "CREATE TABLE t (id INTEGER PRIMARY KEY, w BIGINT)")
     errors: list[BaseException] = []
 
