@@ -6,7 +6,8 @@
   DEADLINE_EXCEEDED; any other unexpected exception becomes INTERNAL with a generic
   message, and its traceback is logged, never sent.
 - Until the backend is ready, calls other than health and reflection get UNAVAILABLE.
-- Each call logs one line: method, code, duration_ms, peer.
+- Each call logs one line: method, code, duration_ms, peer; with `metrics`, it is also
+  counted and timed by method and code (see services.runtime.metrics).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from services.runtime.errors import ERROR_DOMAIN, StrataError, Unavailable, Unimplemented
+from services.runtime.metrics import MethodSeries, ServerMetrics, grpc_type
 
 access_log = logging.getLogger("strata.access")
 error_log = logging.getLogger("strata.errors")
@@ -59,10 +61,11 @@ def as_strata_error(exc: BaseException, method: str) -> StrataError:
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler; `is_ready` gates non-infrastructure calls."""
+    """Wraps every handler; `is_ready` gates non-infrastructure calls; `metrics` records every call."""
 
-    def __init__(self, is_ready: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, is_ready: Callable[[], bool] = lambda: True, metrics: ServerMetrics | None = None) -> None:
         self._is_ready = is_ready
+        self._metrics = metrics
 
     async def intercept_service(
         self,
@@ -76,24 +79,40 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         infra = method.startswith(_INFRA_PREFIXES)
         gate = None if infra else self._is_ready
         level = logging.DEBUG if infra else logging.INFO
+        track = _tracker(self._metrics, method, grpc_type(handler))
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary, method, gate, level), **kwargs)
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method, gate, level, track), **kwargs
+            )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, method, gate, level), **kwargs
+                _wrap_unary(handler.stream_unary, method, gate, level, track), **kwargs
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method, gate, level), **kwargs
+                _wrap_stream(handler.unary_stream, method, gate, level, track), **kwargs
             )
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, method, gate, level), **kwargs)
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream(handler.stream_stream, method, gate, level, track), **kwargs
+        )
 
 
-def _log(method: str, code: grpc.StatusCode, started: float, context: Any, level: int) -> None:
+def _tracker(metrics: ServerMetrics | None, method: str, kind: str) -> Callable[[], MethodSeries] | None:
+    if metrics is None:
+        return None
+    return lambda: metrics.start_call(method, kind)
+
+
+def _log(
+    method: str, code: grpc.StatusCode, started: float, context: Any, level: int, call: MethodSeries | None = None
+) -> None:
+    elapsed = time.perf_counter() - started
+    if call is not None:
+        call.finish(code, elapsed)
     if access_log.isEnabledFor(level):
         access_log.log(
             level,
@@ -101,10 +120,15 @@ def _log(method: str, code: grpc.StatusCode, started: float, context: Any, level
             extra={
                 "method": method,
                 "code": code.name,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "duration_ms": round(elapsed * 1000, 3),
                 "peer": context.peer(),
             },
         )
+
+
+async def _abort(context: Any, status: grpc.Status) -> None:
+    # What abort_with_status does, but through `abort`, which a tracing context wrapper sees.
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 def _aborted_code(context: Any) -> grpc.StatusCode:
@@ -115,10 +139,15 @@ def _aborted_code(context: Any) -> grpc.StatusCode:
 
 
 def _wrap_unary(
-    behavior: Callable[..., Any], method: str, gate: Callable[[], bool] | None, level: int
+    behavior: Callable[..., Any],
+    method: str,
+    gate: Callable[[], bool] | None,
+    level: int,
+    track: Callable[[], MethodSeries] | None = None,
 ) -> Callable[..., Any]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
+        call = track() if track is not None else None
         code = grpc.StatusCode.OK
         try:
             if gate is not None and not gate():
@@ -133,18 +162,23 @@ def _wrap_unary(
         except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
             error = as_strata_error(exc, method)
             code = error.code
-            await context.abort_with_status(status_for(error))
+            await _abort(context, status_for(error))
         finally:
-            _log(method, code, started, context, level)
+            _log(method, code, started, context, level, call)
 
     return wrapper
 
 
 def _wrap_stream(
-    behavior: Callable[..., Any], method: str, gate: Callable[[], bool] | None, level: int
+    behavior: Callable[..., Any],
+    method: str,
+    gate: Callable[[], bool] | None,
+    level: int,
+    track: Callable[[], MethodSeries] | None = None,
 ) -> Callable[..., Any]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
+        call = track() if track is not None else None
         code = grpc.StatusCode.OK
         try:
             if gate is not None and not gate():
@@ -164,8 +198,8 @@ def _wrap_stream(
         except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
             error = as_strata_error(exc, method)
             code = error.code
-            await context.abort_with_status(status_for(error))
+            await _abort(context, status_for(error))
         finally:
-            _log(method, code, started, context, level)
+            _log(method, code, started, context, level, call)
 
     return wrapper

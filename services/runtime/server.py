@@ -9,6 +9,9 @@ shared interceptor, the standard health service and server reflection:
 - A background probe re-checks the backend and flips health accordingly.
 - `stop(grace)` reports NOT_SERVING, lets in-flight calls finish within `grace`
   seconds, then closes the backend.
+- Prometheus `/metrics` is served on a side port while the server runs
+  (services.runtime.metrics); OpenTelemetry tracing is installed when the OTEL_*
+  variables turn it on (services.runtime.tracing).
 
 `run(...)` is the process entry point: settings, logging, signals, exit codes.
 """
@@ -20,7 +23,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -30,8 +33,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime import logs
+from services.runtime import logs, tracing
 from services.runtime.interceptor import ServiceInterceptor
+from services.runtime.metrics import ServerMetrics, metrics_address
 from services.runtime.settings import ConfigError, RuntimeSettings, load
 
 log = logging.getLogger("strata.server")
@@ -71,6 +75,9 @@ class ServiceSpec:
     options: Sequence[tuple[str, int]] = field(default_factory=tuple)
     # Interceptors run inside the shared one (so their domain errors are mapped too), e.g. auth.
     interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
+    # Backend figures for /metrics, e.g. {"vectors": 1200}, exported as gauges strata_backend_<name>.
+    # Called on the event loop at every scrape: keep it cheap and non-blocking.
+    gauges: Callable[[], Mapping[str, float]] | None = None
 
 
 def server_credentials(settings: RuntimeSettings) -> grpc.ServerCredentials:
@@ -97,7 +104,9 @@ class ManagedServer:
     ) -> None:
         self.spec = spec
         self.settings = settings
+        self.address = address
         self._ready = False
+        self._healthy = False
         self._probe_task: asyncio.Task[None] | None = None
         self.health = HealthServicer()
         options = [
@@ -106,8 +115,14 @@ class ManagedServer:
             ("grpc.so_reuseport", 0),
             *spec.options,
         ]
+        self.metrics = ServerMetrics(spec.gauges, serving=lambda: self._ready and self._healthy)
         self.server = grpc.aio.server(
-            interceptors=[ServiceInterceptor(lambda: self._ready), *spec.interceptors], options=options
+            interceptors=[
+                *tracing.server_interceptors(tracing.default_service_name(spec.service_names)),
+                ServiceInterceptor(lambda: self._ready, self.metrics if settings.metrics_port_offset else None),
+                *spec.interceptors,
+            ],
+            options=options,
         )
         spec.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -128,6 +143,20 @@ class ManagedServer:
     def ready(self) -> bool:
         return self._ready
 
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound /metrics HTTP port while serving; None when metrics are off or could not bind."""
+        return self.metrics.port
+
+    def _serve_metrics(self) -> None:
+        # Observability must not take the service down: a metrics port that cannot bind is logged.
+        try:
+            where = metrics_address(self.address, self.port, self.settings.metrics_port_offset)
+            if where is not None:
+                self.metrics.serve(*where, certfile=self.settings.tls_cert_file, keyfile=self.settings.tls_key_file)
+        except (OSError, ValueError) as exc:
+            log.error("cannot serve metrics", extra={"error": str(exc)})
+
     async def _set_health(self, status: int) -> None:
         for name in ("", *self.spec.service_names):
             await self.health.set(name, status)
@@ -136,19 +165,27 @@ class ManagedServer:
         """Serve at once, open the backend, then report SERVING."""
         await self._set_health(NOT_SERVING)
         await self.server.start()
+        self._serve_metrics()
         await self.spec.open()
         self._ready = True
         if await self._probe_safely():
             await self._set_health(SERVING)
         self._probe_task = asyncio.create_task(self._probe_loop())
-        log.info("serving", extra={"services": list(self.spec.service_names), "port": self.port})
+        log.info(
+            "serving",
+            extra={"services": list(self.spec.service_names), "port": self.port, "metrics_port": self.metrics_port},
+        )
 
     async def _probe_safely(self) -> bool:
         try:
-            return bool(await asyncio.wait_for(self.spec.probe(), timeout=10))
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow the cancel that
+            # stop() sends when the probe finishes at the same moment, and stop() then waits forever.
+            async with asyncio.timeout(10):
+                self._healthy = bool(await self.spec.probe())
         except Exception as exc:  # noqa: BLE001 - a failing probe is just "not healthy"
             log.warning("backend probe failed", extra={"error": repr(exc)})
-            return False
+            self._healthy = False
+        return self._healthy
 
     async def _probe_loop(self) -> None:
         last: bool | None = None
@@ -168,6 +205,7 @@ class ManagedServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         self._ready = False
+        await self.metrics.close()
         await self.spec.close()
 
     async def wait_for_termination(self) -> None:

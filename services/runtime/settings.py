@@ -106,6 +106,14 @@ class RuntimeSettings:
         maximum=3600,
         help="How often a server re-checks its backend for the health service.",
     )
+    metrics_port_offset: int = setting(
+        "STRATA_METRICS_PORT_OFFSET",
+        1000,
+        minimum=0,
+        maximum=65535,
+        help="Prometheus /metrics is served on the gRPC port plus this, on the same host (gRPC port 0: any free "
+        "port); 0 turns metrics off. Tracing is set with the standard OTEL_* variables.",
+    )
 
 
 T = TypeVar("T")
