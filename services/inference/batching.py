@@ -46,6 +46,9 @@ class MicroBatcher(Generic[T]):
         self._running: set[asyncio.Task[None]] = set()
         # Callers in the previous batch: how much concurrency to expect in the next one.
         self._expected_callers = 1
+        # Totals for /metrics: texts / batches is the mean batch size.
+        self.batches = 0
+        self.texts = 0
 
     async def submit(self, texts: Sequence[str]) -> list[T]:
         """The results for `texts`, in order, computed together with other callers' texts."""
@@ -78,6 +81,8 @@ class MicroBatcher(Generic[T]):
                 self._slots.release()
                 raise
             self._expected_callers = len(batch)
+            self.batches += 1
+            self.texts += sum(len(item.texts) for item in batch)
             task = asyncio.create_task(self._execute(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)

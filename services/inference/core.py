@@ -52,6 +52,15 @@ class InferenceCore:
             await batcher.close()
         await self.backend.close()
 
+    def gauges(self) -> dict[str, float]:
+        """Figures for /metrics (exported as strata_backend_<name>)."""
+        return {
+            "generation_running": self._queue.running,
+            "generation_waiting": self._queue.admitted - self._queue.running,
+            "embed_batches": sum(b.batches for b in self._batchers.values()),
+            "embed_batched_texts": sum(b.texts for b in self._batchers.values()),
+        }
+
     # -- models ----------------------------------------------------------------------------
 
     def models(self, task: Task | None = None) -> list[ModelInfo]:

@@ -14,21 +14,28 @@ from services.runtime.errors import ResourceExhausted
 class GenerationQueue:
     def __init__(self, running: int, waiting: int) -> None:
         self._slots = asyncio.Semaphore(running)
-        self._running = running
-        self._waiting = waiting
+        self._run_limit = running
+        self._wait_limit = waiting
         self._admitted = 0
+        self._holding = 0
 
     @property
     def admitted(self) -> int:
+        """Generations running or waiting."""
         return self._admitted
+
+    @property
+    def running(self) -> int:
+        """Generations holding a run slot."""
+        return self._holding
 
     def enter(self) -> Ticket:
         """A place in the queue, or ResourceExhausted when all places are taken."""
-        if self._admitted >= self._running + self._waiting:
+        if self._admitted >= self._run_limit + self._wait_limit:
             raise ResourceExhausted(
-                f"the generation queue is full ({self._running} running, {self._waiting} waiting); retry later",
+                f"the generation queue is full ({self._run_limit} running, {self._wait_limit} waiting); retry later",
                 reason="GENERATION_QUEUE_FULL",
-                metadata={"running": str(self._running), "waiting": str(self._waiting)},
+                metadata={"running": str(self._run_limit), "waiting": str(self._wait_limit)},
             )
         self._admitted += 1
         return Ticket(self)
@@ -43,6 +50,7 @@ class Ticket:
     async def wait_turn(self) -> None:
         await self._queue._slots.acquire()
         self._holding = True
+        self._queue._holding += 1
 
     def leave(self) -> None:
         if self._left:
@@ -51,4 +59,5 @@ class Ticket:
         self._queue._admitted -= 1
         if self._holding:
             self._holding = False
+            self._queue._holding -= 1
             self._queue._slots.release()

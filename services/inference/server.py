@@ -34,6 +34,7 @@ def create_server(address: str | None = None, settings: InferenceSettings | None
         open=core.open,
         probe=core.probe,
         close=core.close,
+        gauges=core.gauges,
     )
     server = ManagedServer(spec, address or settings.listen, settings)
     return server, server.port

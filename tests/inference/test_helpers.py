@@ -48,3 +48,30 @@ def test_token_estimate_is_four_bytes_a_token() -> None:
     assert estimate_tokens("abcd") == 1
     assert estimate_tokens("abcde") == 2
     assert estimate_tokens("é" * 4) == 2  # 8 UTF-8 bytes
+
+
+def test_generation_queue_counts_and_limits() -> None:
+    import asyncio
+
+    from services.inference.generation_queue import GenerationQueue
+    from services.runtime.errors import ResourceExhausted
+
+    async def main() -> None:
+        queue = GenerationQueue(running=1, waiting=1)
+        first, second = queue.enter(), queue.enter()
+        with pytest.raises(ResourceExhausted):
+            queue.enter()
+        await first.wait_turn()
+        waiter = asyncio.create_task(second.wait_turn())
+        await asyncio.sleep(0)
+        assert (queue.running, queue.admitted) == (1, 2) and not waiter.done()
+        first.leave()
+        first.leave()  # idempotent
+        await waiter
+        assert (queue.running, queue.admitted) == (1, 1)
+        second.leave()
+        assert (queue.running, queue.admitted) == (0, 0)
+        queue.enter().leave()  # leaving before its turn frees the place too
+        assert queue.admitted == 0
+
+    asyncio.run(main())
