@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 
 import grpc
@@ -47,6 +48,13 @@ def _conditions(message: blob_pb2.Conditions) -> Conditions:
     return Conditions(if_match=message.if_match, if_none_match=message.if_none_match)
 
 
+def _abandonment(context: grpc.aio.ServicerContext) -> threading.Event:
+    """Set when the call ends; before the store commits, that can only mean the client went away."""
+    ended = threading.Event()
+    context.add_done_callback(lambda _: ended.set())
+    return ended
+
+
 async def _header_then_chunks(
     requests: AsyncIterator[blob_pb2.PutObjectRequest] | AsyncIterator[blob_pb2.UploadPartRequest], rpc: str
 ) -> tuple[object, AsyncIterator[bytes]]:
@@ -83,7 +91,13 @@ class BlobServicer(blob_pb2_grpc.BlobServiceServicer):
         header, chunks = await _header_then_chunks(request_iterator, "PutObject")
         assert isinstance(header, blob_pb2.PutObjectHeader)
         info = await self.store.put_object(
-            header.bucket, header.key, header.content_type, header.metadata, _conditions(header.conditions), chunks
+            header.bucket,
+            header.key,
+            header.content_type,
+            header.metadata,
+            _conditions(header.conditions),
+            chunks,
+            _abandonment(context),
         )
         return blob_pb2.PutObjectResponse(object=_object(info))
 
@@ -146,7 +160,9 @@ class BlobServicer(blob_pb2_grpc.BlobServiceServicer):
     async def UploadPart(self, request_iterator, context):  # type: ignore[no-untyped-def]
         header, chunks = await _header_then_chunks(request_iterator, "UploadPart")
         assert isinstance(header, blob_pb2.UploadPartHeader)
-        part = await self.store.upload_part(header.bucket, header.key, header.upload_id, header.part_number, chunks)
+        part = await self.store.upload_part(
+            header.bucket, header.key, header.upload_id, header.part_number, chunks, _abandonment(context)
+        )
         return blob_pb2.UploadPartResponse(part_number=part.part_number, etag=part.etag, size=part.size)
 
     async def CompleteMultipartUpload(self, request, context):  # type: ignore[no-untyped-def]

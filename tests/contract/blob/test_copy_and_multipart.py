@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -191,3 +192,24 @@ def test_upload_part_stream_needs_a_header(stub) -> None:
     with pytest.raises(grpc.RpcError) as err:
         stub.UploadPart(iter([blob_pb2.UploadPartRequest(chunk=b"x")]))
     assert code_of(err.value) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_cancelled_part_upload_stores_nothing(stub, bucket) -> None:
+    class Stop(Exception):
+        pass
+
+    upload_id = _create(stub, bucket)
+
+    def requests(attempt: int) -> Iterator[blob_pb2.UploadPartRequest]:
+        yield blob_pb2.UploadPartRequest(
+            header=blob_pb2.UploadPartHeader(bucket=bucket, key="big", upload_id=upload_id, part_number=attempt + 1)
+        )
+        yield blob_pb2.UploadPartRequest(chunk=b"partial part")
+        raise Stop  # the client dies before ending the stream
+
+    for attempt in range(10):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.UploadPart(requests(attempt))
+        assert code_of(err.value) in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
+    assert list(stub.ListParts(blob_pb2.ListPartsRequest(bucket=bucket, key="big", upload_id=upload_id)).parts) == []
+    stub.AbortMultipartUpload(blob_pb2.AbortMultipartUploadRequest(bucket=bucket, key="big", upload_id=upload_id))
