@@ -31,15 +31,15 @@ def leaves(metadata: dict[str, Any] | None, prefix: str = "") -> Iterator[tuple[
 
 class Postings:
     def __init__(self) -> None:
-        self._by_path: dict[str, dict[ValueKey, set[int]]] = {}
+        self.by_path: dict[str, dict[ValueKey, set[int]]] = {}
 
     def add(self, internal_id: int, metadata: dict[str, Any] | None) -> None:
         for path, key in leaves(metadata):
-            self._by_path.setdefault(path, {}).setdefault(key, set()).add(internal_id)
+            self.by_path.setdefault(path, {}).setdefault(key, set()).add(internal_id)
 
     def remove(self, internal_id: int, metadata: dict[str, Any] | None) -> None:
         for path, key in leaves(metadata):
-            values = self._by_path.get(path)
+            values = self.by_path.get(path)
             if values is None:
                 continue
             ids = values.get(key)
@@ -48,7 +48,7 @@ class Postings:
                 if not ids:
                     del values[key]
                     if not values:
-                        del self._by_path[path]
+                        del self.by_path[path]
 
     def evaluate(self, node: Filter, universe: Callable[[], set[int]]) -> set[int]:
         """The ids matching `node`; `universe()` gives every live id (used by negations).
@@ -73,7 +73,7 @@ class Postings:
         return self._compare(node, universe)
 
     def _compare(self, node: Compare, universe: Callable[[], set[int]]) -> set[int]:
-        values = self._by_path.get(node.path, {})
+        values = self.by_path.get(node.path, {})
         if node.op in ("$eq", "$ne"):
             assert not isinstance(node.value, tuple)
             hit = values.get(scalar_key(node.value) or ("", ""), set())
