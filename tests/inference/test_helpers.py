@@ -75,3 +75,29 @@ def test_generation_queue_counts_and_limits() -> None:
         assert queue.admitted == 0
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (404, True), (401, False), (403, False), (503, False)])
+def test_openai_probe_reads_the_models_endpoint(tmp_path, status, healthy) -> None:
+    import asyncio
+
+    from services.inference.backends.openai import OpenAIBackend
+    from services.inference.config import InferenceSettings
+
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(status, json={"data": []})
+
+    async def main() -> bool:
+        settings = InferenceSettings(data_dir=tmp_path, backend="openai", openai_base_url="http://upstream.test/v1")
+        backend = OpenAIBackend(settings, transport=httpx.MockTransport(answer))
+        await backend.open()
+        try:
+            return await backend.probe()
+        finally:
+            await backend.close()
+
+    assert asyncio.run(main()) is healthy
+    assert seen == ["/v1/models"]

@@ -189,7 +189,9 @@ class OpenAIBackend:
             response = await self._client.get("models", timeout=min(5.0, self.settings.openai_timeout_seconds))
         except httpx.HTTPError:
             return False
-        return response.status_code < 400
+        # Not every OpenAI-compatible server lists models (404 still proves it answers);
+        # a rejected key or a failing server means calls would fail too.
+        return response.status_code < 500 and response.status_code not in (401, 403)
 
     def _require_client(self) -> httpx.AsyncClient:
         if self._client is None:
