@@ -1,0 +1,36 @@
+"""The benchmark's quick mode runs end to end and prints every figure the issue asks for."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.servers import REPO_ROOT
+
+
+@pytest.mark.slow
+def test_quick_benchmark_prints_every_figure() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "vector.py"), "--quick"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for figure in (
+        "upsert, batches of 1000",
+        "single query latency p50",
+        "single query latency p99",
+        "queries/s, 16 concurrent clients",
+        "filtered query p50, 10% selectivity",
+        "HNSW recall@10 vs exact",
+        "HNSW query p50",
+        "restart to SERVING",
+    ):
+        assert figure in result.stdout, figure
