@@ -13,6 +13,8 @@ import pytest
 from services.vector.config import VectorSettings
 from services.vector.server import create_server
 from strata.vector.v1 import vector_pb2_grpc
+from tests.contract.vector.milvus_server import milvus_lite
+from tests.support.backends import missing_backend
 from tests.support.servers import serve_in_thread
 
 
@@ -30,3 +32,12 @@ def open_vector(tmp_path: Path) -> Callable[..., Any]:
             yield vector_pb2_grpc.VectorServiceStub(channel)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    try:
+        with milvus_lite(tmp_path_factory.mktemp("milvus-vector")) as uri:
+            yield uri
+    except (FileNotFoundError, RuntimeError) as exc:
+        missing_backend(f"Milvus Lite unavailable: {exc}")
