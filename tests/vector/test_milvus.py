@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 
 from strata.vector.v1 import vector_pb2
 from tests.contract.vector.helpers import as_dict, rpc_error, struct, vec
