@@ -17,7 +17,8 @@ much faster or much slower than a good one):
 Backend figures come from `ServiceSpec.gauges`, a cheap synchronous callable
 returning e.g. `{"vectors": 1200, "queue_depth": 3}`; it is called on the
 server's event loop at scrape time (so it may read loop-owned state) and each
-entry is exported as a gauge `strata_backend_<name>`.
+entry is exported as a gauge `strata_backend_<name>`, or as a counter when the
+name ends in `_total` (a running count such as `embed_batches_total`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from wsgiref.simple_server import WSGIServer
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -133,7 +134,11 @@ class BackendGauges(Collector):
             except (TypeError, ValueError):
                 log.warning("backend gauge is not a number", extra={"gauge": name, "value": repr(value)})
                 continue
-            yield GaugeMetricFamily(f"strata_backend_{name}", f"Backend figure {name!r} reported by the layer.", number)
+            help_text = f"Backend figure {name!r} reported by the layer."
+            if name.endswith("_total"):  # a running count, e.g. batches run: a counter, so rate() applies
+                yield CounterMetricFamily(f"strata_backend_{name.removesuffix('_total')}", help_text, number)
+            else:
+                yield GaugeMetricFamily(f"strata_backend_{name}", help_text, number)
 
 
 class _Serving(Collector):

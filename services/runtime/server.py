@@ -75,7 +75,8 @@ class ServiceSpec:
     options: Sequence[tuple[str, int]] = field(default_factory=tuple)
     # Interceptors run inside the shared one (so their domain errors are mapped too), e.g. auth.
     interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
-    # Backend figures for /metrics, e.g. {"vectors": 1200}, exported as gauges strata_backend_<name>.
+    # Backend figures for /metrics, e.g. {"vectors": 1200}, exported as gauges strata_backend_<name>
+    # (names ending in _total as counters).
     # Called on the event loop at every scrape: keep it cheap and non-blocking.
     gauges: Callable[[], Mapping[str, float]] | None = None
 

@@ -10,7 +10,8 @@ The rest is the SDK's own: `OTEL_SERVICE_NAME` (default `strata-<layer>`),
 
 Servers get a span per call from `server_interceptors()` (the runtime installs it
 outermost); clients that dial layers add `client_interceptors()` to their
-channels, which puts the trace context in the call's metadata. Health checks and
+channels, which puts the trace context in the call's metadata; an HTTP front end
+(the gateway's REST app) is wrapped in `asgi_middleware(app)`. Health checks and
 reflection are never traced. When tracing is off neither installs anything, and
 OpenTelemetry is not even imported.
 """
@@ -161,20 +162,32 @@ def server_interceptors(service_name: str = "strata") -> list[grpc.aio.ServerInt
     return [aio_server_interceptor(tracer_provider=provider, filter_=_traced())]
 
 
-def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    """For a grpc.aio channel: one span per call, its context sent in the metadata; [] when tracing is off.
+def _caller_provider() -> tuple[bool, TracerProvider | None]:
+    """(on, provider) for code that may run before the process's server set tracing up.
 
-    Safe to call before the process's server set tracing up: the spans then go
-    through OpenTelemetry's global provider, which `setup` installs.
+    Before `setup`, spans go through OpenTelemetry's global provider, which `setup` installs.
     """
     if _provider is _UNSET:
-        if not enabled():
-            return []
-        provider = None
-    elif _provider is None:
+        return enabled(), None
+    return _provider is not None, _provider
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """For a grpc.aio channel: one span per call, its context sent in the metadata; [] when tracing is off."""
+    on, provider = _caller_provider()
+    if not on:
         return []
-    else:
-        provider = _provider
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
     return list(aio_client_interceptors(tracer_provider=provider, filter_=_traced()))
+
+
+def asgi_middleware(app: Any) -> Any:
+    """`app` with a server span per HTTP request (continuing a caller's `traceparent`); `app` itself when off."""
+    on, provider = _caller_provider()
+    if not on:
+        return app
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    # One span per request, not one more per body chunk sent or received.
+    return OpenTelemetryMiddleware(app, tracer_provider=provider, exclude_spans=["receive", "send"])

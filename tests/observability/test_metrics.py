@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.request
 from collections.abc import Mapping
 
@@ -130,7 +131,8 @@ def test_backend_gauges_are_read_on_the_event_loop_at_scrape_time() -> None:
     def gauges() -> Mapping[str, float]:
         asyncio.get_running_loop()  # raises off the loop: layers may read loop-owned state here
         on_loop.append(True)
-        return {**figures, "queue_depth": 2, "not a name": 1, "bad_value": "x"}  # type: ignore[dict-item]
+        odd = {"not a name": 1, "bad_value": "x"}
+        return {**figures, "queue_depth": 2, "embed_batches_total": 7, **odd}  # type: ignore[dict-item]
 
     started = Started(gauges=gauges)
     with serve_in_thread(started):
@@ -142,6 +144,8 @@ def test_backend_gauges_are_read_on_the_event_loop_at_scrape_time() -> None:
     assert value(second, "strata_backend_vectors") == 1200
     assert value(second, "strata_backend_queue_depth") == 2
     assert "# TYPE strata_backend_vectors gauge" in text
+    assert re.search(r"^# TYPE strata_backend_embed_batches(_total)? counter$", text, re.M)
+    assert value(second, "strata_backend_embed_batches_total") == 7
     assert "not a name" not in text and "strata_backend_bad_value" not in text
 
 

@@ -175,9 +175,35 @@ def test_streams_through_traced_channels_read_whole_or_cancelled(spans: InMemory
     assert len({s.context.trace_id for s in got}) == 2
 
 
+def test_rest_request_and_the_layer_calls_it_makes_share_one_trace(spans: InMemorySpanExporter) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    layer = Layer()
+    with serve_in_thread(layer_server(layer)) as address:
+
+        async def get_index(request: Request) -> JSONResponse:
+            return JSONResponse({"code": (await call(address, request.path_params["name"])).name})
+
+        app = tracing.asgi_middleware(Starlette(routes=[Route("/v1/indexes/{name}", get_index)]))
+        with TestClient(app) as client:
+            reply = client.get("/v1/indexes/docs", headers={"traceparent": TRACEPARENT})
+        assert reply.json() == {"code": "OK"}
+        got = finished(spans, 3)
+    assert layer.saw_trace == [True]
+    assert {f"{s.context.trace_id:032x}" for s in got} == {TRACEPARENT.split("-")[1]}
+    kinds = [s.kind.name for s in got if s.name.endswith("GetIndex") or s.kind is trace.SpanKind.SERVER]
+    assert sorted(kinds) == ["CLIENT", "SERVER", "SERVER"]  # HTTP server, gRPC client, layer's gRPC server
+
+
 def test_tracing_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tracing, "_provider", tracing._UNSET)  # as in a fresh process
     assert tracing.client_interceptors() == []
+    app = object()
+    assert tracing.asgi_middleware(app) is app
     layer = Layer()
     with serve_in_thread(layer_server(layer)) as address:
         assert tracing._provider is None  # the server read the environment and found nothing to do
