@@ -33,7 +33,7 @@ from gateway.backup import files
 from gateway.backup.errors import BackupError
 from gateway.backup.gateway_state import GatewayState, mentions_catalog, missing_items, read_state
 from gateway.backup.layers import CALL_TIMEOUT, Layers, calling, is_code
-from gateway.backup.metadata import export_database, list_databases, scratch_copy
+from gateway.backup.metadata import export_database, list_databases, scratch_copy, sweep_scratch
 from strata.blob.v1 import blob_pb2
 from strata.vector.v1 import vector_pb2
 
@@ -379,6 +379,8 @@ def create_backup(
     bucket = gateway_bucket or os.environ.get("STRATA_GATEWAY_BUCKET") or "strata-documents"
     started = time.monotonic()
     try:
+        for name in sweep_scratch(active):
+            progress(f"dropped scratch database {name} left by an earlier, interrupted backup")
         missing: list[str] = []
         for attempt in range(1, max(1, attempts) + 1):
             temp = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"

@@ -3,32 +3,61 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.backup.errors import BackupError
 from gateway.backup.layers import CALL_TIMEOUT, Layers, calling
 from strata.metadata.v1 import metadata_pb2
 
 SCRATCH_PREFIX = "strata_backup_scratch_"
+SCRATCH_MAX_AGE_SECONDS = 6 * 3600
 IMPORT_PIECE = 1 << 20
 QUERY_PAGE = 5000
 
 
-def list_databases(layers: Layers) -> list[str]:
-    names: list[str] = []
+def _all_databases(layers: Layers) -> list[metadata_pb2.Database]:
+    found: list[metadata_pb2.Database] = []
     token = ""
     with calling("metadata", layers.addresses.metadata, "ListDatabases"):
         while True:
             page = layers.metadata.ListDatabases(
                 metadata_pb2.ListDatabasesRequest(page_size=1000, page_token=token), timeout=CALL_TIMEOUT
             )
-            names += [d.name for d in page.databases]
+            found += page.databases
             token = page.next_page_token
             if not token:
-                break
-    return [n for n in names if not n.startswith(SCRATCH_PREFIX)]
+                return found
+
+
+def list_databases(layers: Layers) -> list[str]:
+    """Every database but the scratch copies backups make."""
+    return [d.name for d in _all_databases(layers) if not d.name.startswith(SCRATCH_PREFIX)]
+
+
+def _scratch_born(database: metadata_pb2.Database) -> float | None:
+    """When a scratch database was made: from its name (every backend keeps names), else its create_time."""
+    stamp = database.name.removeprefix(SCRATCH_PREFIX).split("_", 1)[0]
+    if stamp.isdigit():
+        return float(stamp)
+    return float(database.create_time.seconds) or None
+
+
+def sweep_scratch(layers: Layers, older_than_seconds: float = SCRATCH_MAX_AGE_SECONDS) -> list[str]:
+    """Drop scratch databases a crashed backup left behind (old enough that no running backup owns them)."""
+    swept = []
+    for database in _all_databases(layers):
+        if not database.name.startswith(SCRATCH_PREFIX):
+            continue
+        born = _scratch_born(database)
+        if born is not None and time.time() - born > older_than_seconds:
+            with contextlib.suppress(BackupError):
+                delete_database(layers, database.name)
+                swept.append(database.name)
+    return swept
 
 
 def export_database(layers: Layers, name: str, path: Path) -> None:
@@ -118,7 +147,7 @@ def paged_query(layers: Layers, database: str, select: str, keys: tuple[str, str
 @contextlib.contextmanager
 def scratch_copy(layers: Layers, dump: Path) -> Iterator[tuple[str, metadata_pb2.ImportResponse]]:
     """The dump imported into a throwaway database on the same service (proving it imports), then dropped."""
-    name = SCRATCH_PREFIX + uuid.uuid4().hex[:16]
+    name = f"{SCRATCH_PREFIX}{int(time.time())}_{uuid.uuid4().hex[:12]}"
     create_database(layers, name)
     try:
         yield name, import_database(layers, name, dump)

@@ -27,6 +27,7 @@ from strata.blob.v1 import blob_pb2
 from strata.vector.v1 import vector_pb2
 
 UPSERT_BATCH = 1000
+UPSERT_BYTES = 3 * 1024 * 1024
 PUT_CHUNK = 1 << 20
 
 
@@ -151,6 +152,31 @@ def _restore_database(layers: Layers, root: Path, entry: dict[str, Any]) -> None
         )
 
 
+def _vectors(values: Any, records: list[dict[str, Any]]) -> Iterator[vector_pb2.Vector]:
+    for row, record in zip(values, records, strict=True):
+        vector = vector_pb2.Vector(id=record["id"], values=row.tolist(), namespace=record["namespace"])
+        if record["metadata"]:
+            metadata = struct_pb2.Struct()
+            metadata.update(record["metadata"])
+            vector.metadata.CopyFrom(metadata)
+        yield vector
+
+
+def _by_size(vectors: Iterator[vector_pb2.Vector]) -> Iterator[list[vector_pb2.Vector]]:
+    """Batches of up to UPSERT_BATCH vectors, split further so no request passes gRPC's usual 4 MiB limit."""
+    batch: list[vector_pb2.Vector] = []
+    size = 0
+    for vector in vectors:
+        cost = vector.ByteSize() + 8
+        if batch and size + cost > UPSERT_BYTES:
+            yield batch
+            batch, size = [], 0
+        batch.append(vector)
+        size += cost
+    if batch:
+        yield batch
+
+
 def _restore_index(layers: Layers, root: Path, entry: dict[str, Any]) -> None:
     name = entry["name"]
     definition = entry["definition"]
@@ -171,17 +197,10 @@ def _restore_index(layers: Layers, root: Path, entry: dict[str, Any]) -> None:
     directory = (root / entry["values_file"]).parent
     with calling("vector", layers.addresses.vector, f"UpsertVectors into {name!r}"):
         for values, records in files.read_vectors(directory, UPSERT_BATCH):
-            batch = []
-            for row, record in zip(values, records, strict=True):
-                vector = vector_pb2.Vector(id=record["id"], values=row.tolist(), namespace=record["namespace"])
-                if record["metadata"]:
-                    metadata = struct_pb2.Struct()
-                    metadata.update(record["metadata"])
-                    vector.metadata.CopyFrom(metadata)
-                batch.append(vector)
-            layers.vector.UpsertVectors(
-                vector_pb2.UpsertVectorsRequest(index_name=name, vectors=batch), timeout=CALL_TIMEOUT
-            )
+            for batch in _by_size(_vectors(values, records)):
+                layers.vector.UpsertVectors(
+                    vector_pb2.UpsertVectorsRequest(index_name=name, vectors=batch), timeout=CALL_TIMEOUT
+                )
     index = _get_index(layers, name)
     count = index.vector_count if index else 0
     if count != entry["vector_count"]:

@@ -36,10 +36,12 @@ def layers_of(addresses: dict[str, str]) -> Layers:
 
 
 @contextlib.contextmanager
-def bare_layers(data_dir: Path) -> Iterator[dict[str, str]]:
+def bare_layers(data_dir: Path, per_layer: dict[str, dict[str, Any]] | None = None) -> Iterator[dict[str, str]]:
     """The four layers on port 0 without a gateway (a gateway creates its database and bucket at start)."""
     with contextlib.ExitStack() as stack:
-        yield {name: stack.enter_context(serve_layer(name, data_dir)) for name in LAYERS}
+        yield {
+            name: stack.enter_context(serve_layer(name, data_dir, **(per_layer or {}).get(name, {}))) for name in LAYERS
+        }
 
 
 @contextlib.contextmanager
@@ -66,13 +68,15 @@ def searches(gateway: gateway_pb2_grpc.GatewayServiceStub, collections: list[str
     return results
 
 
-def assert_same_results(before: dict[tuple[str, str], list[Any]], after: dict[tuple[str, str], list[Any]]) -> None:
+def assert_same_results(
+    before: dict[tuple[str, str], list[Any]], after: dict[tuple[str, str], list[Any]], tolerance: float = 1e-5
+) -> None:
     assert before.keys() == after.keys()
     for key, expected in before.items():
         got = after[key]
         assert [r[:3] for r in got] == [r[:3] for r in expected], key
         for (*_, score_before), (*_, score_after) in zip(expected, got, strict=True):
-            assert abs(score_before - score_after) <= 1e-5, key
+            assert abs(score_before - score_after) <= tolerance, key
 
 
 def collection_counts(gateway: gateway_pb2_grpc.GatewayServiceStub, names: list[str]) -> dict[str, tuple[int, int]]:

@@ -157,3 +157,15 @@ def test_backup_taken_while_a_writer_keeps_putting_documents_is_consistent(
                     )[0]["text"]
                     hits = restored.Search(gateway_pb2.SearchRequest(collection=collection, query=first, top_k=3))
                     assert doc.id in [h.document_id for h in hits.results]
+
+
+def test_scratch_databases_are_hidden_and_swept_once_stale(source: Stack) -> None:
+    from gateway.backup.metadata import SCRATCH_PREFIX, create_database, list_databases, sweep_scratch
+
+    with layers_of(source.layers) as layers:
+        leftover = f"{SCRATCH_PREFIX}{int(time.time()) - 600}_0123456789ab"
+        create_database(layers, leftover)
+        assert leftover not in list_databases(layers)
+        assert sweep_scratch(layers) == []  # ten minutes old: a running backup may own it
+        assert sweep_scratch(layers, older_than_seconds=300) == [leftover]
+        assert sweep_scratch(layers, older_than_seconds=300) == []
