@@ -155,7 +155,7 @@ class ServerMetrics:
     """One server's registry, its RPC series, and the side HTTP server that exposes them."""
 
     def __init__(self, gauges: Gauges | None = None, serving: Callable[[], bool] | None = None) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)

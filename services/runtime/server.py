@@ -116,7 +116,8 @@ class ManagedServer:
             ("grpc.so_reuseport", 0),
             *spec.options,
         ]
-        self.metrics = ServerMetrics(spec.gauges, serving=lambda: self._ready and self._healthy)
+        gauges = self._backend_figures if spec.gauges is not None else None
+        self.metrics = ServerMetrics(gauges, serving=lambda: self._ready and self._healthy)
         self.server = grpc.aio.server(
             interceptors=[
                 *tracing.server_interceptors(tracing.default_service_name(spec.service_names)),
@@ -148,6 +149,10 @@ class ManagedServer:
     def metrics_port(self) -> int | None:
         """The bound /metrics HTTP port while serving; None when metrics are off or could not bind."""
         return self.metrics.port
+
+    def _backend_figures(self) -> Mapping[str, float]:
+        # Only an open backend has figures to give.
+        return self.spec.gauges() if self._ready and self.spec.gauges is not None else {}
 
     def _serve_metrics(self) -> None:
         # Observability must not take the service down: a metrics port that cannot bind is logged.

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 import grpc
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.runtime.errors import NotFound
@@ -199,3 +200,21 @@ def test_metrics_address_scheme() -> None:
     assert metrics_address("unix:/tmp/strata.sock", 1, 1000) is None
     with pytest.raises(ValueError):
         metrics_address("127.0.0.1:65000", 65000, 1000)
+
+
+def test_backend_gauges_are_not_asked_before_the_backend_opens() -> None:
+    calls: list[int] = []
+
+    def gauges() -> Mapping[str, float]:
+        calls.append(1)
+        return {"vectors": 1}
+
+    async def before_start() -> str:
+        server, _ = toy_server(gauges=gauges)
+        text = generate_latest(server.metrics.registry).decode()
+        await server.stop(0)
+        return text
+
+    text = asyncio.run(before_start())
+    assert calls == [] and "strata_backend_" not in text
+    assert "strata_server_serving 0.0" in text
