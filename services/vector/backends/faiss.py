@@ -170,15 +170,16 @@ class FaissBackend:
         await asyncio.to_thread(self._delete, name)
 
     def _delete(self, name: str) -> None:
+        # The catalog lock covers the rename too, so a create of the same name cannot race it.
         with self._catalog:
             index = self._get(name)
             del self._indexes[name]
             self._batchers.pop(name, None)
-        with index._snapshotting:
-            index.close()
-            trash = self.root / f".deleting-{uuid.uuid4().hex}"
-            os.rename(index.directory, trash)
-            storage.fsync_dir(self.root)
+            with index.snapshot_lock():
+                index.close()
+                trash = self.root / f".deleting-{uuid.uuid4().hex}"
+                os.rename(index.directory, trash)
+                storage.fsync_dir(self.root)
         shutil.rmtree(trash, ignore_errors=True)
 
     # ---- vectors ---------------------------------------------------------------------

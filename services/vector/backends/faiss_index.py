@@ -206,6 +206,10 @@ class FaissIndex:
             )
             self._apply(merged)
 
+    def snapshot_lock(self) -> threading.Lock:
+        """Held while a snapshot is written; hold it to move the index's directory safely."""
+        return self._snapshotting
+
     def close(self) -> None:
         with self._writer:
             self.closed = True
