@@ -208,6 +208,7 @@ class ManagedServer:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
+        self._healthy = False  # strata_server_serving drops with the health status
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         self._ready = False
