@@ -99,3 +99,23 @@ def test_delete_by_filter_sees_writes_queued_before_it(tmp_path: Path, slow_fsyn
         thread.join()
     assert results == {"up": 1, "del": 2}
     assert index.info().vector_count == 0
+
+
+def test_a_failed_log_write_fails_the_group_and_refuses_later_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.runtime.errors import Unavailable
+
+    index = _open(tmp_path)
+    index.write(_batch(["kept"]), replace=True)
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(faiss_storage.os, "fdatasync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        index.write(_batch(["lost"]), replace=True)
+    monkeypatch.undo()
+    with pytest.raises(Unavailable, match="restart"):
+        index.write(_batch(["later"]), replace=True)
+    assert [r.key.id for r in index.get_keys([VectorKey("", "kept"), VectorKey("", "lost")])] == ["kept"]

@@ -2,9 +2,9 @@
 
 Concurrency: `_writer` (a mutex) serialises mutations and snapshots; planning and the
 fsynced log append happen under it but outside `_rw` (writes queued meanwhile share the
-next fsync: group commit). Only the short in-memory
-apply (FAISS add/remove plus the id maps) holds `_rw` exclusively, so searches wait for at
-most one apply and never for a disk write, and a reader never sees half a batch. Searches
+next fsync: group commit). Only the short in-memory apply (FAISS add plus the id maps)
+holds `_rw` exclusively, so searches wait for at most one apply and never for a disk
+write, and a reader never sees half a batch. Searches
 hold `_rw` shared while they search AND while they turn FAISS ids into records, so results
 and records always come from the same state.
 
@@ -30,7 +30,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from services.runtime.errors import FailedPrecondition, NotFound, StrataError
+from services.runtime.errors import FailedPrecondition, NotFound, StrataError, Unavailable
 from services.vector import filters
 from services.vector.backends import faiss_storage as storage
 from services.vector.backends.faiss_locks import ReadWriteLock
@@ -145,6 +145,7 @@ class FaissIndex:
         self.spec = spec
         self.directory = directory
         self.closed = False
+        self._failure: BaseException | None = None
         self._writer = threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[_Ticket] = []
@@ -219,6 +220,11 @@ class FaissIndex:
     def _live(self) -> None:
         if self.closed:
             raise NotFound(f"index {self.spec.name!r} does not exist", reason="INDEX_NOT_FOUND")
+        if self._failure is not None:
+            raise Unavailable(
+                f"index {self.spec.name!r} failed to write its log ({self._failure!r}); restart the service",
+                reason="INDEX_FAILED",
+            )
 
     # ---- writes ----------------------------------------------------------------------
 
@@ -282,7 +288,16 @@ class FaissIndex:
             if not ticket.done:
                 with self._queue_lock:
                     group, self._queue = self._queue, []
-                self._commit_group(group)
+                try:
+                    self._commit_group(group)
+                except BaseException as exc:
+                    # The log or memory may now disagree with what callers were told: refuse
+                    # further writes until a restart replays the log.
+                    self._failure = exc
+                    log.exception("write failed; the index refuses writes until restarted")
+                    for queued in group:
+                        if not queued.done:
+                            queued.error, queued.done = exc, True
         if ticket.error is not None:
             raise ticket.error
         assert ticket.result is not None
@@ -302,13 +317,8 @@ class FaissIndex:
                 continue
             mutation_id += 1
             planned.append((ticket, entry))
-        try:
-            if planned:
-                self._log.append([entry for _, entry in planned], time.monotonic())
-        except BaseException as exc:
-            for ticket, _ in planned:
-                ticket.error, ticket.done = exc, True
-            raise
+        if planned:
+            self._log.append([entry for _, entry in planned], time.monotonic())
         for ticket, entry in planned:
             self._apply(entry)
             ticket.done = True
