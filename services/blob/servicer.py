@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -15,11 +16,14 @@ from services.blob.wire import add_servicer
 from services.runtime.errors import InvalidArgument
 from strata.blob.v1 import blob_pb2, blob_pb2_grpc
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
-def _time(value: object) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)  # type: ignore[arg-type]
-    return stamp
+
+def _time(value: datetime) -> timestamp_pb2.Timestamp:
+    # Arithmetic instead of Timestamp.FromDatetime: listings convert a thousand of these per page.
+    seconds, micros = divmod((value - _EPOCH) // _MICROSECOND, 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=micros * 1000)
 
 
 def _bucket(info: BucketInfo) -> blob_pb2.Bucket:

@@ -359,11 +359,11 @@ class FilesystemBackend:
             # Move it out of sight first, so no write can land in it between the check and the removal.
             trash = self.tmp_dir / f"trash-{uuid.uuid4().hex}"
             os.rename(bucket_dir, trash)
-            objects = next(self._walk(trash / "objects", "", ""), None)
+            objects = bool(self._walk(trash / "objects", "", ""))
             uploads = any((trash / "uploads").iterdir())
-            if objects is not None or uploads:
+            if objects or uploads:
                 os.rename(trash, bucket_dir)
-                what = "objects" if objects is not None else "multipart uploads"
+                what = "objects" if objects else "multipart uploads"
                 raise FailedPrecondition(
                     f"bucket {name!r} still holds {what}; delete them first",
                     reason="BUCKET_NOT_EMPTY",
@@ -446,28 +446,27 @@ class FilesystemBackend:
                 target.unlink(missing_ok=True)
                 _fsync_dir(target.parent)
 
-    def _walk(self, directory: Path, done: str, prefix: str) -> Iterator[str]:
-        """Hex names of the objects below `directory` that may start with hex `prefix`, unsorted."""
+    def _walk(self, directory: Path, done: str, prefix: str, after: str = "") -> list[str]:
+        """Hex names of the objects below `directory` that start with hex `prefix` and sort after `after`."""
         try:
             entries = os.listdir(directory)
         except (FileNotFoundError, NotADirectoryError):
-            return
+            return []
+        found = []
         for entry in entries:
-            name, kind = entry[:-2], entry[-2:]
-            hexed = done + name
-            if not (hexed.startswith(prefix) or prefix.startswith(hexed)):
-                continue
-            if kind == ".o":
-                if hexed.startswith(prefix):
-                    yield hexed
-            elif kind == ".d":
-                yield from self._walk(directory / entry, hexed, prefix)
+            hexed = done + entry[:-2]
+            if entry.endswith(".o"):
+                if hexed > after and hexed.startswith(prefix):
+                    found.append(hexed)
+            elif entry.endswith(".d") and (hexed.startswith(prefix) or prefix.startswith(hexed)):
+                found += self._walk(directory / entry, hexed, prefix, after)
+        return found
 
     def iter_objects(self, bucket: str, prefix: str, start_after: str) -> Iterator[ObjectInfo]:
         self.require_bucket(bucket)
         objects = self._bucket_dir(bucket) / "objects"
         after = start_after.encode().hex()
-        names = sorted(h for h in self._walk(objects, "", prefix.encode().hex()) if h > after)
+        names = sorted(self._walk(objects, "", prefix.encode().hex(), after))
         objects_fd = os.open(objects, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for hexed in names:
