@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     except BackupError as exc:
         _say(f"error: {exc}")
         return 1
-    print(json.dumps({"command": args.command, "directory": args.directory, **manifest["counts"]}))
+    summary = {"command": args.command, "directory": args.directory, **manifest["counts"]}
+    if args.command == "create":
+        summary["attempts"] = manifest["attempts"]
+    print(json.dumps(summary))
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from strata.vector.v1 import vector_pb2
 UPSERT_BATCH = 1000
 UPSERT_BYTES = 3 * 1024 * 1024
 PUT_CHUNK = 1 << 20
+PUT_PARALLELISM = 8
 
 
 def load_manifest(root: Path, *, check_files: bool = True) -> dict[str, Any]:
@@ -90,6 +92,10 @@ def _bucket_keys(layers: Layers, bucket: str, limit: int | None = None) -> Itera
             return
 
 
+def _shape(dimensions: int, metric: str, index_type: str) -> tuple[int, str, str]:
+    return dimensions, metric, "INDEX_TYPE_FLAT" if index_type == "INDEX_TYPE_UNSPECIFIED" else index_type
+
+
 def _conflicts(layers: Layers, manifest: dict[str, Any]) -> list[str]:
     conflicts: list[str] = []
     existing = set(list_databases(layers))
@@ -103,9 +109,9 @@ def _conflicts(layers: Layers, manifest: dict[str, Any]) -> list[str]:
         definition = entry["definition"]
         if index.vector_count:
             conflicts.append(f"vector index {entry['name']!r} exists with {index.vector_count} vectors")
-        elif (
-            index.dimensions != definition["dimensions"] or vector_pb2.Metric.Name(index.metric) != definition["metric"]
-        ):
+        elif _shape(
+            index.dimensions, vector_pb2.Metric.Name(index.metric), vector_pb2.IndexType.Name(index.index_type)
+        ) != _shape(definition["dimensions"], definition["metric"], definition["index_type"]):
             conflicts.append(f"vector index {entry['name']!r} exists with a different shape")
     for entry in manifest["buckets"]:
         if any(True for _ in _bucket_keys(layers, entry["name"], limit=1)):
@@ -229,9 +235,20 @@ def _restore_bucket(layers: Layers, root: Path, entry: dict[str, Any]) -> None:
         if not is_code(exc, grpc.StatusCode.ALREADY_EXISTS):
             raise BackupError(f"CreateBucket {name!r} failed on the blob service at {layers.addresses.blob}") from exc
     directory = (root / entry["objects_file"]).parent
-    with calling("blob", layers.addresses.blob, f"PutObject into {name!r}"):
+    with (
+        calling("blob", layers.addresses.blob, f"PutObject into {name!r}"),
+        ThreadPoolExecutor(max_workers=PUT_PARALLELISM, thread_name_prefix="restore-blob") as pool,
+    ):
+        # Bounded in flight: a listing of millions of objects is not read into memory at once.
+        pending: set[Future[None]] = set()
         for obj in files.read_jsonl(root / entry["objects_file"]):
-            _put_object(layers, name, obj, directory / obj["file"])
+            if len(pending) >= PUT_PARALLELISM * 4:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
+            pending.add(pool.submit(_put_object, layers, name, obj, directory / obj["file"]))
+        for future in pending:
+            future.result()
     count = size = 0
     for info in _bucket_keys(layers, name):
         count += 1
