@@ -78,7 +78,8 @@ class LocalBackend:
                 max_input_tokens=self.settings.context_tokens,
                 backend=self.name,
                 description=f"HuggingFaceTB/SmolLM2-135M-Instruct ({smollm.QUANTIZATION} GGUF) on llama.cpp; "
-                "max_input_tokens is the context window shared by prompt and answer.",
+                "max_input_tokens is the context window shared by prompt and answer; unset sampling options "
+                f"default to temperature {smollm.DEFAULT_TEMPERATURE}, top_p {smollm.DEFAULT_TOP_P}.",
             ),
         )
 
