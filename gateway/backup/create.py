@@ -398,7 +398,7 @@ def create_backup(
                     after_phase("blobs", attempt)
                 missing = run.finish()
                 if missing:
-                    progress(f"attempt {attempt}: {len(missing)} READY documents changed during the copy; retrying")
+                    progress(f"attempt {attempt}: writes removed what READY documents need ({missing[0]}...); retrying")
                     shutil.rmtree(temp)
                     time.sleep(min(2.0, 0.1 * 2**attempt))
                     continue

@@ -169,3 +169,13 @@ def test_scratch_databases_are_hidden_and_swept_once_stale(source: Stack) -> Non
         assert sweep_scratch(layers) == []  # ten minutes old: a running backup may own it
         assert sweep_scratch(layers, older_than_seconds=300) == [leftover]
         assert sweep_scratch(layers, older_than_seconds=300) == []
+
+
+def test_a_backup_that_breaks_part_way_leaves_nothing_behind(tmp_path: Path, source: Stack) -> None:
+    def crash(phase: str, _attempt: int) -> None:
+        if phase == "vectors":
+            raise KeyboardInterrupt  # as if stopped while copying
+
+    with layers_of(source.layers) as layers, pytest.raises(KeyboardInterrupt):
+        create_backup(tmp_path / "backup", layers, after_phase=crash)
+    assert list(tmp_path.iterdir()) == []
