@@ -86,6 +86,12 @@ class RagApp:
         except StrataError as exc:
             log.warning("recovery incomplete; it runs again later", extra={"error": str(exc)})
 
+    def figures(self) -> dict[str, float]:
+        """Backend figures for /metrics: calls in flight to each layer, ingests running."""
+        figures = {f"upstream_{u.layer}_in_flight": float(u.in_flight) for u in self.deps.upstreams.all()}
+        figures["ingests_in_flight"] = float(len(self.documents.in_flight))
+        return figures
+
     async def probe(self) -> bool:
         """SERVING only while every layer is."""
         return all((await self.deps.upstreams.status()).values())

@@ -62,6 +62,11 @@ class Documents:
         # the janitor leaves documents listed here alone.
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
+    @property
+    def in_flight(self) -> list[tuple[str, str]]:
+        """Documents with an ingest running or waiting in this process."""
+        return list(self._locks)
+
     # -- model calls -----------------------------------------------------------------------------
 
     async def count_tokens(self, model: str, texts: Sequence[str]) -> list[int]:

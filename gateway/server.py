@@ -59,6 +59,7 @@ def create_server(address: str | None = None, settings: GatewaySettings | None =
         probe=app.probe,
         close=close_all,
         interceptors=[AuthInterceptor(guard)],
+        gauges=app.figures,
     )
     server = GatewayServer(spec, address or settings.listen, settings)
     server.app, server.rest = app, rest

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.runtime import errors
+from services.runtime import errors, tracing
 from strata.blob.v1 import blob_pb2_grpc
 from strata.inference.v1 import inference_pb2_grpc
 from strata.metadata.v1 import metadata_pb2_grpc
@@ -126,12 +126,17 @@ class Upstream:
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         if credentials is None:
-            self.channel = grpc.aio.insecure_channel(address, options=options)
+            self.channel = grpc.aio.insecure_channel(
+                address, options=options, interceptors=tracing.client_interceptors()
+            )
         else:
-            self.channel = grpc.aio.secure_channel(address, credentials, options=options)
+            self.channel = grpc.aio.secure_channel(
+                address, credentials, options=options, interceptors=tracing.client_interceptors()
+            )
         self.stub = stub_cls(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self._slots = asyncio.Semaphore(concurrency)
+        self.in_flight = 0
 
     def deadline(self, timeout: float | None = None) -> float:
         """Seconds this call may take: the configured timeout, cut to the client's remaining deadline."""
@@ -147,15 +152,19 @@ class Upstream:
         """A unary (or client-streaming, given an async iterator) call, mapped to domain errors."""
         rpc = getattr(self.stub, method)
         async with self._slots:
+            self.in_flight += 1
             try:
                 return await rpc(request, timeout=self.deadline(timeout))
             except grpc.aio.AioRpcError as exc:
                 raise UpstreamError(self.layer, exc) from exc
+            finally:
+                self.in_flight -= 1
 
     async def stream(self, method: str, request: Any, *, timeout: float | None = None) -> AsyncIterator[Any]:
         """A server-streaming call; cancelling the consumer cancels the upstream call."""
         rpc = getattr(self.stub, method)
         async with self._slots:
+            self.in_flight += 1
             call = rpc(request, timeout=self.deadline(timeout))
             try:
                 async for response in call:
@@ -164,6 +173,7 @@ class Upstream:
                 raise UpstreamError(self.layer, exc) from exc
             finally:
                 call.cancel()
+                self.in_flight -= 1
 
     async def serving(self) -> bool:
         try:

@@ -9,6 +9,8 @@ import logging
 import uvicorn
 from starlette.applications import Starlette
 
+from services.runtime import tracing
+
 log = logging.getLogger("strata.rest")
 
 
@@ -16,7 +18,7 @@ class RestServer:
     def __init__(self, app: Starlette, address: str) -> None:
         host, _, port = address.rpartition(":")
         self.config = uvicorn.Config(
-            app,
+            tracing.asgi_middleware(app),
             host=host.strip("[]") or "127.0.0.1",
             port=int(port),
             log_config=None,

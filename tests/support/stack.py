@@ -29,6 +29,7 @@ class Stack:
     layers: dict[str, str]
     data_dir: Path
     rest: str = ""
+    gateway_metrics: str = ""  # http://host:port/metrics of the gateway
 
 
 def layer_settings(layer: str, data_dir: Path, **overrides: Any) -> Any:
@@ -45,6 +46,10 @@ def serve_layer(layer: str, data_dir: Path, **overrides: Any) -> Iterator[str]:
     settings = layer_settings(layer, data_dir, **overrides)
     with serve_in_thread(lambda: server_module.create_server("127.0.0.1:0", settings)) as address:
         yield address
+
+
+# gRPC address -> metrics URL of the gateways started here.
+metrics_urls: dict[str, str] = {}
 
 
 @contextlib.contextmanager
@@ -77,6 +82,7 @@ def serve_gateway(layers: dict[str, str], **overrides: Any) -> Iterator[tuple[st
             credentials = grpc.ssl_channel_credentials(root_certificates=ca)
         wait_serving(address, 60, credentials=credentials)
         rest_port = created["server"].rest_port
+        metrics_urls[address] = f"http://127.0.0.1:{created['server'].metrics_port}/metrics"
         yield address, (f"http://127.0.0.1:{rest_port}" if rest_port else "")
 
 
@@ -96,7 +102,7 @@ def run_stack(
             for name in LAYERS
         }
         gateway, rest = stack.enter_context(serve_gateway(layers, **gateway_overrides))
-        yield Stack(gateway, layers, data_dir, rest)
+        yield Stack(gateway, layers, data_dir, rest, metrics_urls.get(gateway, ""))
 
 
 class LayerProcess:
