@@ -79,3 +79,38 @@ def test_hnsw_recall_filters_tombstones_and_restart(open_vector: Callable[..., A
             )
         ] == before
         assert stub.GetIndex(pb.GetIndexRequest(name="graph")).index.vector_count == count
+
+
+def test_hnsw_batches_are_added_in_chunks_but_published_at_once(tmp_path) -> None:
+    import threading
+    import time
+
+    from services.vector.backends.faiss_index import FaissIndex, SearchRequest
+    from services.vector.model import HnswParams, IndexSpec, IndexType, Metric, VectorBatch, VectorKey
+
+    spec = IndexSpec("h", DIMS, Metric.EUCLIDEAN, IndexType.HNSW, HnswParams(32, 200, 64))
+    index = FaissIndex(spec, tmp_path)
+    index.load()
+    data = clustered(8000)
+
+    def batch(lo: int, hi: int) -> VectorBatch:
+        keys = [VectorKey("", f"v{i}") for i in range(lo, hi)]
+        return VectorBatch(keys, data[lo:hi], [{} for _ in keys], ["{}" for _ in keys])
+
+    index.write(batch(0, 30), replace=True)
+    writer = threading.Thread(target=index.write, args=(batch(30, 8000), True))
+    seen: list[int] = []
+    stamps: list[float] = []
+    started = time.perf_counter()
+    writer.start()
+    while writer.is_alive():
+        seen.append(len(index.search_many([SearchRequest(data[0], 50, False, False)])[0]))
+        stamps.append(time.perf_counter())
+    writer.join()
+    took = time.perf_counter() - started
+    # Searches kept running while the graph grew (no gap near the write's length), and saw
+    # the batch all or nothing.
+    gaps = [b - a for a, b in zip([started, *stamps], stamps, strict=False)]
+    assert max(gaps) < took / 3, (max(gaps), took)
+    assert set(seen) <= {30, 50}
+    assert len(index.search_many([SearchRequest(data[0], 50, False, False)])[0]) == 50

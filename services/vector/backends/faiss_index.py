@@ -58,6 +58,7 @@ SNAPSHOT_FORMAT = 1
 # graph search with a very selective selector may find fewer than top_k of them.
 HNSW_EXACT_BELOW = 20_000
 BLAS_FROM_BATCH = 4
+HNSW_ADD_CHUNK = 64
 # A flat index drops tombstoned vectors once there are this many, or 1/COMPACT_FRACTION of it.
 COMPACT_MIN_TOMBSTONES = 1024
 COMPACT_FRACTION = 100
@@ -157,6 +158,8 @@ class FaissIndex:
         self._namespaces: dict[str, set[int]] = {}
         self._postings = Postings()
         self._dead: set[int] = set()
+        # Internal ids [start, stop) added to the HNSW graph but not yet published.
+        self._hidden: tuple[int, int] | None = None
         self._next_id = 0
         self.last_mutation_id = 0
         self._sorted: tuple[list[tuple[bytes, bytes]], list[VectorKey]] | None = None
@@ -353,7 +356,22 @@ class FaissIndex:
             new_ids = np.arange(self._next_id, self._next_id + len(entry.keys), dtype=np.int64)
             vectors = _normalised(entry.values) if self.spec.metric is Metric.COSINE else entry.values
         single_threaded()
+        added = False
+        if new_ids is not None and self.spec.index_type is IndexType.HNSW and len(new_ids) > HNSW_ADD_CHUNK:
+            # HNSW inserts cost ~0.5 ms each: add in chunks, letting searches in between. The
+            # new ids stay hidden (excluded by the selector, unknown to the maps) until the final
+            # swap below, so readers still see the batch all at once.
+            with self._rw.write():
+                self._hidden = (int(new_ids[0]), int(new_ids[-1]) + 1)
+            for start in range(0, len(new_ids), HNSW_ADD_CHUNK):
+                with self._rw.write():
+                    self._index.add_with_ids(
+                        np.ascontiguousarray(vectors[start : start + HNSW_ADD_CHUNK], dtype=np.float32),  # type: ignore[index]
+                        new_ids[start : start + HNSW_ADD_CHUNK],
+                    )
+            added = True
         with self._rw.write():
+            self._hidden = None
             if old:
                 self._dead.update(old)
                 for internal in old:
@@ -366,7 +384,8 @@ class FaissIndex:
                     self._postings.remove(internal, record.metadata)
             if new_ids is not None and len(new_ids):
                 assert entry.values is not None and entry.metadata is not None
-                self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), new_ids)
+                if not added:
+                    self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), new_ids)
                 keep_raw = self.spec.metric is Metric.COSINE
                 for row, (internal, key) in enumerate(zip(new_ids.tolist(), entry.keys, strict=True)):
                     metadata = entry.metadata[row]
@@ -516,6 +535,18 @@ class FaissIndex:
         single_threaded()
         return self._index.search(queries, k, params=params)
 
+    def _hnsw_exclusions(self) -> Any:
+        """A selector that skips tombstones and ids still being added, or None."""
+        excluded: list[Any] = []
+        if self._dead:
+            excluded.append(faiss.IDSelectorBatch(np.fromiter(self._dead, dtype=np.int64, count=len(self._dead))))
+        if self._hidden is not None:
+            excluded.append(faiss.IDSelectorRange(*self._hidden))
+        if not excluded:
+            return None
+        either = excluded[0] if len(excluded) == 1 else faiss.IDSelectorOr(excluded[0], excluded[1])
+        return faiss.IDSelectorNot(either)  # faiss's wrappers keep the parts alive
+
     def search_many(self, requests: list[SearchRequest]) -> list[list[Match]]:
         """Unfiltered searches in one FAISS call (the micro-batch path)."""
         queries = self._prepare(np.stack([r.vector for r in requests]))
@@ -529,13 +560,18 @@ class FaissIndex:
             selector = None
             if self.spec.index_type is IndexType.HNSW:
                 k = min(k, live)
-                if self._dead:
-                    selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._dead, dtype=np.int64)))
+                selector = self._hnsw_exclusions()
             else:
                 # Over-fetch past the tombstones instead of a selector, which would rule out BLAS.
                 k = min(k + len(self._dead), self._index.ntotal)
             distances, ids = self._search(queries, k, self._params(selector))
-            return [self._matches(distances[i], ids[i], r) for i, r in enumerate(requests)]
+            results = [self._matches(distances[i], ids[i], r) for i, r in enumerate(requests)]
+            for i, request in enumerate(requests):
+                if len(results[i]) < min(request.top_k, live):
+                    # The graph walk came up short (most of it excluded): answer exactly.
+                    everything = np.fromiter(self._records, dtype=np.int64, count=live)
+                    results[i] = self._exact(queries[i : i + 1], everything, min(request.top_k, live), request)
+            return results
 
     def search_filtered(self, request: SearchRequest, where: Filter | None, namespace: str | None) -> list[Match]:
         query = self._prepare(request.vector)

@@ -8,20 +8,28 @@ from collections.abc import Iterator
 
 
 class ReadWriteLock:
-    """Writer-preferring, so a steady stream of searches cannot starve writes."""
+    """Phase-fair: a waiting writer stops new readers (writes are not starved), and when a
+    writer releases, the readers already waiting go before the next writer (so a writer
+    taking the lock chunk after chunk cannot starve searches either)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
+        self._readers_waiting = 0
+        self._readers_turn = False
 
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:
         with self._cond:
-            while self._writing or self._writers_waiting:
+            self._readers_waiting += 1
+            while self._writing or (self._writers_waiting and not self._readers_turn):
                 self._cond.wait()
+            self._readers_waiting -= 1
             self._readers += 1
+            if not self._readers_waiting:
+                self._readers_turn = False
         try:
             yield
         finally:
@@ -34,7 +42,7 @@ class ReadWriteLock:
     def write(self) -> Iterator[None]:
         with self._cond:
             self._writers_waiting += 1
-            while self._writing or self._readers:
+            while self._writing or self._readers or self._readers_turn:
                 self._cond.wait()
             self._writers_waiting -= 1
             self._writing = True
@@ -43,4 +51,5 @@ class ReadWriteLock:
         finally:
             with self._cond:
                 self._writing = False
+                self._readers_turn = self._readers_waiting > 0
                 self._cond.notify_all()
