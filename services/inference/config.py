@@ -36,7 +36,7 @@ class InferenceSettings(RuntimeSettings):
         "all-MiniLM-L6-v2-rerank",
         help="Name clients use for the rerank model, which scores by embedding cosine similarity.",
     )
-    max_batch: int = setting(
+    max_inputs: int = setting(
         "STRATA_INFERENCE_MAX_INPUTS",
         256,
         minimum=1,

@@ -115,11 +115,11 @@ class InferenceCore:
     def _check_batch(self, what: str, items: Sequence[str]) -> None:
         if not items:
             raise InvalidArgument(f"{what} is empty; send at least one", reason="EMPTY_INPUT")
-        if len(items) > self.settings.max_batch:
+        if len(items) > self.settings.max_inputs:
             raise InvalidArgument(
-                f"{what} has {len(items)} items; the maximum is {self.settings.max_batch}",
+                f"{what} has {len(items)} items; the maximum is {self.settings.max_inputs}",
                 reason="TOO_MANY_INPUTS",
-                metadata={"count": str(len(items)), "maximum": str(self.settings.max_batch)},
+                metadata={"count": str(len(items)), "maximum": str(self.settings.max_inputs)},
             )
 
     async def _embed(self, model: ModelInfo, texts: Sequence[str]) -> list[Embedding]:
