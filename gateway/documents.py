@@ -236,6 +236,7 @@ class Documents:
                     key=naming.blob_key(collection, document_id, generation),
                     content_type=kind,
                     metadata={"document-id-sha256": naming.document_key(document_id)},
+                    content_length=len(data),
                 )
             )
             for start in range(0, len(data), BLOB_CHUNK):

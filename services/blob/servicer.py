@@ -11,7 +11,7 @@ from google.protobuf import timestamp_pb2
 
 from services.blob.backends.base import BucketInfo, ObjectInfo, PartInfo
 from services.blob.conditions import Conditions
-from services.blob.store import BlobStore
+from services.blob.store import BlobStore, exactly
 from services.blob.wire import add_servicer
 from services.runtime.errors import InvalidArgument
 from strata.blob.v1 import blob_pb2, blob_pb2_grpc
@@ -100,7 +100,7 @@ class BlobServicer(blob_pb2_grpc.BlobServiceServicer):
             header.content_type,
             header.metadata,
             _conditions(header.conditions),
-            chunks,
+            exactly(chunks, header.content_length if header.HasField("content_length") else None),
             _abandonment(context),
         )
         return blob_pb2.PutObjectResponse(object=_object(info))
@@ -165,7 +165,12 @@ class BlobServicer(blob_pb2_grpc.BlobServiceServicer):
         header, chunks = await _header_then_chunks(request_iterator, "UploadPart")
         assert isinstance(header, blob_pb2.UploadPartHeader)
         part = await self.store.upload_part(
-            header.bucket, header.key, header.upload_id, header.part_number, chunks, _abandonment(context)
+            header.bucket,
+            header.key,
+            header.upload_id,
+            header.part_number,
+            exactly(chunks, header.content_length if header.HasField("content_length") else None),
+            _abandonment(context),
         )
         return blob_pb2.UploadPartResponse(part_number=part.part_number, etag=part.etag, size=part.size)
 

@@ -559,3 +559,30 @@ def _upload_id(upload_id: str) -> str:
     if not upload_id or len(upload_id) > 1024:
         raise NotFound(f"no multipart upload {upload_id[:80]!r}", reason="UPLOAD_NOT_FOUND")
     return upload_id
+
+
+async def exactly(chunks: AsyncIterator[bytes], expected: int | None) -> AsyncIterator[bytes]:
+    """`chunks`, failing unless they add up to `expected` bytes (when the client declared a length).
+
+    Raising before the stream's end stops the write, so a stream cut short — or one that grpcio
+    reports as ended when the client in fact cancelled it — never becomes an object.
+    """
+    if expected is None:
+        async for chunk in chunks:
+            yield chunk
+        return
+    if expected < 0:
+        raise InvalidArgument(f"content_length {expected} is negative", reason="BAD_CONTENT_LENGTH")
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > expected:
+            raise InvalidArgument(
+                f"received more than the declared content_length of {expected} bytes", reason="LENGTH_MISMATCH"
+            )
+        yield chunk
+    if received != expected:
+        raise InvalidArgument(
+            f"stream ended after {received} bytes; the header declared content_length {expected}",
+            reason="LENGTH_MISMATCH",
+        )

@@ -338,12 +338,18 @@ class PutObjectHeader(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     CONDITIONS_FIELD_NUMBER: _builtins.int
+    CONTENT_LENGTH_FIELD_NUMBER: _builtins.int
     bucket: _builtins.str
     """Bucket name."""
     key: _builtins.str
     """Key: 1-1,024 bytes of UTF-8."""
     content_type: _builtins.str
     """MIME type; empty means application/octet-stream."""
+    content_length: _builtins.int
+    """The object's exact size, when the client knows it. The server then writes nothing unless
+    exactly this many bytes arrive (INVALID_ARGUMENT), so a stream cut short is never taken for
+    a whole object. Recommended.
+    """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Custom metadata, at most 2 KiB in all."""
@@ -360,12 +366,15 @@ class PutObjectHeader(_message.Message):
         content_type: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         conditions: Global___Conditions | None = ...,
+        content_length: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_content_length", b"_content_length", "conditions", b"conditions", "content_length", b"content_length"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "conditions", b"conditions", "content_type", b"content_type", "key", b"key", "metadata", b"metadata"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content_length", b"_content_length", "bucket", b"bucket", "conditions", b"conditions", "content_length", b"content_length", "content_type", b"content_type", "key", b"key", "metadata", b"metadata"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__content_length: _TypeAlias = _typing.Literal["content_length"]  # noqa: Y015
+    _WhichOneofArgType__content_length: _TypeAlias = _typing.Literal["_content_length", b"_content_length"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__content_length) -> _WhichOneofReturnType__content_length | None: ...
 
 Global___PutObjectHeader: _TypeAlias = PutObjectHeader  # noqa: Y015
 
@@ -924,6 +933,7 @@ class UploadPartHeader(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     UPLOAD_ID_FIELD_NUMBER: _builtins.int
     PART_NUMBER_FIELD_NUMBER: _builtins.int
+    CONTENT_LENGTH_FIELD_NUMBER: _builtins.int
     bucket: _builtins.str
     """Bucket name."""
     key: _builtins.str
@@ -932,6 +942,8 @@ class UploadPartHeader(_message.Message):
     """The upload."""
     part_number: _builtins.int
     """1..10,000."""
+    content_length: _builtins.int
+    """The part's exact size, when known; as PutObjectHeader.content_length."""
     def __init__(
         self,
         *,
@@ -939,12 +951,15 @@ class UploadPartHeader(_message.Message):
         key: _builtins.str = ...,
         upload_id: _builtins.str = ...,
         part_number: _builtins.int = ...,
+        content_length: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_content_length", b"_content_length", "content_length", b"content_length"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "key", b"key", "part_number", b"part_number", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content_length", b"_content_length", "bucket", b"bucket", "content_length", b"content_length", "key", b"key", "part_number", b"part_number", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__content_length: _TypeAlias = _typing.Literal["content_length"]  # noqa: Y015
+    _WhichOneofArgType__content_length: _TypeAlias = _typing.Literal["_content_length", b"_content_length"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__content_length) -> _WhichOneofReturnType__content_length | None: ...
 
 Global___UploadPartHeader: _TypeAlias = UploadPartHeader  # noqa: Y015
 

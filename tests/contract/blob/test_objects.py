@@ -173,3 +173,27 @@ def test_cancelled_put_leaves_old_object(stub, bucket) -> None:
             stub.PutObject(requests(f"partial new bytes {attempt}".encode()))
         assert code_of(err.value) in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
         assert get(stub, bucket, "k")[1] == b"old", f"attempt {attempt}: a cancelled put was published"
+
+
+def test_declared_content_length_must_match(stub, bucket) -> None:  # type: ignore[no-untyped-def]
+    """A stream that ends short of (or runs past) its declared length writes nothing."""
+    import grpc
+    import pytest
+
+    from strata.blob.v1 import blob_pb2
+
+    def put(key: str, declared: int, *pieces: bytes):  # type: ignore[no-untyped-def]
+        header = blob_pb2.PutObjectHeader(bucket=bucket, key=key, content_length=declared)
+        return stub.PutObject(
+            iter([blob_pb2.PutObjectRequest(header=header), *(blob_pb2.PutObjectRequest(chunk=p) for p in pieces)])
+        )
+
+    assert put("exact", 6, b"abc", b"def").object.size == 6
+    for key, declared, pieces in (("short", 10, (b"abc",)), ("long", 2, (b"abc",))):
+        with pytest.raises(grpc.RpcError) as caught:
+            put(key, declared, *pieces)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "content_length" in (caught.value.details() or "")
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.HeadObject(blob_pb2.HeadObjectRequest(bucket=bucket, key=key))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
