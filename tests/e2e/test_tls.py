@@ -85,3 +85,26 @@ def test_unreadable_certificate_is_a_configuration_error(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="STRATA_TLS_CERT_FILE"):
         with serve_layer("blob", tmp_path, tls_cert_file=str(tmp_path / "missing.pem"), tls_key_file="x"):
             pass
+
+
+def test_health_check_command_speaks_tls_when_the_server_does(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.servers import REPO_ROOT
+    from tests.support.stack import serve_layer
+
+    ca, cert, key = make_certificates(tmp_path)
+    with serve_layer("blob", tmp_path / "data", tls_cert_file=str(cert), tls_key_file=str(key)) as address:
+        env = {**os.environ, "STRATA_TLS_CERT_FILE": str(cert), "STRATA_TLS_CA_FILE": str(ca)}
+        result = subprocess.run(
+            [sys.executable, "-m", "services.runtime.healthcheck", address],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr
+    assert "SERVING" in result.stdout
