@@ -45,7 +45,7 @@ class InferenceSettings(RuntimeSettings):
     )
     batch_wait_ms: float = setting(
         "STRATA_INFERENCE_BATCH_WAIT_MS",
-        2.0,
+        5.0,
         minimum=0,
         maximum=100,
         help="How long a micro-batch waits for more concurrent Embed calls before it runs; "
