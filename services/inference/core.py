@@ -34,6 +34,7 @@ class InferenceCore:
         self.settings = settings
         self.backend = backend
         self._batchers: dict[str, MicroBatcher[Embedding]] = {}
+        self._models: list[ModelInfo] | None = None
         self._queue = GenerationQueue(
             running=min(settings.generation_concurrency, backend.generation_concurrency),
             waiting=settings.generation_queue_depth,
@@ -64,6 +65,12 @@ class InferenceCore:
     # -- models ----------------------------------------------------------------------------
 
     def models(self, task: Task | None = None) -> list[ModelInfo]:
+        if self._models is None:
+            self._models = self._list_models()
+        return [m for m in self._models if task is None or m.task is task]
+
+    def _list_models(self) -> list[ModelInfo]:
+        """The backend's models plus the rerank model; fixed for the server's life."""
         listed = list(self.backend.models())
         embedding = next((m for m in listed if m.task is Task.EMBEDDING and m.is_default), None)
         if embedding is not None:
@@ -81,7 +88,7 @@ class InferenceCore:
                     is_default=True,
                 )
             )
-        return [m for m in listed if task is None or m.task is task]
+        return listed
 
     def resolve(self, name: str, task: Task) -> ModelInfo:
         """The model called `name` (or the task's default when empty), checked to do `task`."""
