@@ -93,6 +93,10 @@ def server_credentials(settings: RuntimeSettings) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(key, cert)])
 
 
+class StartupError(RuntimeError):
+    """The server could not open its backend; the message says why."""
+
+
 class ManagedServer:
     """A grpc.aio server plus the lifecycle of the backend behind it."""
 
@@ -229,7 +233,11 @@ async def serve_until_signalled(server: ManagedServer, grace: float) -> None:
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if starting.done() and not stop.is_set():
-        starting.result()  # a failed start raises here
+        if starting.exception() is not None:
+            # The backend could not open (a missing model, an unreachable engine): stop what did start.
+            stopping.cancel()
+            await server.stop(0)
+            raise StartupError(str(starting.exception())) from starting.exception()
         await stopping
     elif not starting.done():
         starting.cancel()
@@ -261,6 +269,6 @@ def run(settings_cls: type[S], make_server: Callable[[S], tuple[ManagedServer, i
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    except OSError as exc:
+    except (OSError, StartupError) as exc:
         log.error("cannot start", extra={"error": str(exc)})
         raise SystemExit(1) from None

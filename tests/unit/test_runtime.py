@@ -192,3 +192,26 @@ def test_stop_drains_in_flight_calls() -> None:
     results.append(future.result(timeout=5))
     channel.close()
     assert results[0].index.name == "slow"  # type: ignore[attr-defined]
+
+
+def test_a_backend_that_cannot_open_stops_the_server_with_a_startup_error() -> None:
+    from services.runtime.errors import FailedPrecondition
+    from services.runtime.server import StartupError, serve_until_signalled
+
+    async def broken_open() -> None:
+        raise FailedPrecondition("model file missing: pip install the-model-package")
+
+    async def scenario() -> int:
+        spec = ServiceSpec(
+            service_names=[SERVICE],
+            register=lambda s: vector_pb2_grpc.add_VectorServiceServicer_to_server(ToyServicer(), s),
+            open=broken_open,
+        )
+        server = ManagedServer(spec, "127.0.0.1:0", RuntimeSettings(metrics_port_offset=0))
+        with pytest.raises(StartupError, match="the-model-package"):
+            await serve_until_signalled(server, grace=1)
+        return server.port
+
+    port = asyncio.run(scenario())
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError):
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
