@@ -47,8 +47,8 @@ def generate(out_dir: Path) -> None:
         f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
-        f"--mypy_out={out_dir}",
-        f"--mypy_grpc_out={out_dir}",
+        f"--mypy_out=quiet:{out_dir}",
+        f"--mypy_grpc_out=quiet:{out_dir}",
         # With comments (source info): the REST layer turns them into OpenAPI descriptions.
         f"--descriptor_set_out={out_dir / PACKAGE / DESCRIPTOR_SET}",
         "--include_source_info",
