@@ -41,6 +41,7 @@ SCHEMA: list[Statement] = [
         " metadata TEXT NOT NULL,"
         " generation BIGINT NOT NULL,"
         " pending_generation BIGINT NOT NULL,"
+        " stale_generations INTEGER NOT NULL DEFAULT 0,"
         " chunk_count INTEGER NOT NULL,"
         " create_time_us BIGINT NOT NULL,"
         " update_time_us BIGINT NOT NULL,"
@@ -112,6 +113,8 @@ class DocumentRecord:
     chunk_count: int
     create_time_us: int
     update_time_us: int
+    # 1 while vectors or bytes of older generations may remain (invisible; the janitor drops them).
+    stale_generations: int = 0
 
 
 def _collection(row: dict[str, Any]) -> CollectionRecord:
@@ -224,7 +227,8 @@ class Catalog:
 
     async def pending_documents(self) -> list[DocumentRecord]:
         rows = await self.sql.query(
-            f"SELECT {_DOC_COLUMNS} FROM documents WHERE status = ? OR pending_generation <> 0",
+            f"SELECT {_DOC_COLUMNS} FROM documents"
+            " WHERE status = ? OR pending_generation <> 0 OR stale_generations <> 0",
             (PENDING,),
             read_only=True,
         )
@@ -246,7 +250,7 @@ class Catalog:
         stamp = now_us()
         if existing is None:
             await self.sql.query(
-                f"INSERT INTO documents ({_DOC_COLUMNS}) VALUES (?, ?, ?, '', ?, ?, ?, ?, 0, ?, 0, ?, ?)",
+                f"INSERT INTO documents ({_DOC_COLUMNS}) VALUES (?, ?, ?, '', ?, ?, ?, ?, 0, ?, 0, ?, ?, 0)",
                 (
                     collection,
                     document_id,
@@ -313,7 +317,8 @@ class Catalog:
         statements += [
             (
                 "UPDATE documents SET status = ?, error = '', content_type = ?, size_bytes = ?, etag = ?,"
-                " metadata = ?, generation = ?, pending_generation = 0, chunk_count = ?, update_time_us = ?"
+                " metadata = ?, generation = ?, pending_generation = 0, chunk_count = ?, update_time_us = ?,"
+                " stale_generations = CASE WHEN generation <> 0 THEN 1 ELSE stale_generations END"
                 " WHERE collection = ? AND id = ?",
                 (
                     READY,
@@ -350,6 +355,12 @@ class Catalog:
         await self.sql.query(
             "UPDATE documents SET status = ?, error = ?, update_time_us = ? WHERE collection = ? AND id = ?",
             (FAILED, reason, now_us(), collection, document_id),
+        )
+
+    async def stale_generations_dropped(self, collection: str, document_id: str, generation: int) -> None:
+        await self.sql.query(
+            "UPDATE documents SET stale_generations = 0 WHERE collection = ? AND id = ? AND generation = ?",
+            (collection, document_id, generation),
         )
 
     async def generation_cleaned(self, collection: str, document_id: str, generation: int) -> None:

@@ -270,8 +270,13 @@ class Documents:
             ),
         )
 
-    async def _drop_other_generations(self, collection: str, document_id: str, keep: int) -> None:
-        """Old versions are already invisible; removing their vectors and bytes is housekeeping."""
+    async def _drop_other_generations(
+        self, collection: str, document_id: str, keep: int, *, strict: bool = False
+    ) -> None:
+        """Old versions are already invisible; removing their vectors and bytes is housekeeping.
+
+        A failure leaves `stale_generations` set for the janitor (`strict` re-raises it).
+        """
         try:
             await self._vector_call(
                 collection,
@@ -292,7 +297,10 @@ class Documents:
                     await self.deps.upstreams.blob.call(
                         "DeleteObject", blob_pb2.DeleteObjectRequest(bucket=self.deps.settings.bucket, key=obj.key)
                     )
+            await self.deps.catalog.stale_generations_dropped(collection, document_id, keep)
         except StrataError as exc:
+            if strict:
+                raise
             log.warning("could not drop old generations", extra={"document": document_id, "error": str(exc)})
 
     # -- reads and deletes -----------------------------------------------------------------------
@@ -361,6 +369,8 @@ class Documents:
                             record.collection, record.id, "an update was interrupted; put the document again"
                         )
                     await self.deps.catalog.generation_cleaned(record.collection, record.id, generation)
+                if record.stale_generations and record.status == READY:
+                    await self._drop_other_generations(record.collection, record.id, record.generation, strict=True)
                 cleaned += 1
             except StrataError as exc:
                 log.warning("recovery incomplete", extra={"document": record.id, "error": str(exc)})
