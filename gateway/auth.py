@@ -13,12 +13,10 @@ import hmac
 import ipaddress
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import grpc
 
 from gateway.config import GatewaySettings
 from services.runtime.errors import PermissionDenied, ResourceExhausted, Unauthenticated
@@ -33,7 +31,6 @@ WRITE_METHODS = frozenset(
         "strata.gateway.v1.GatewayService.DeleteDocument",
     }
 )
-_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 @dataclass(frozen=True)
@@ -172,48 +169,12 @@ class Guard:
                 )
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Applies the Guard to gRPC calls (health and reflection stay open)."""
+def admit_grpc(guard: Guard) -> Callable[[str, Any], None]:
+    """The Guard as the runtime's per-call admission check (ServiceSpec.admit)."""
 
-    def __init__(self, guard: Guard) -> None:
-        self.guard = guard
+    def admit(method: str, context: Any) -> None:
+        if guard.enabled:
+            authorization = dict(context.invocation_metadata() or ()).get("authorization")
+            guard.check(authorization, method.lstrip("/").replace("/", "."), context.peer())
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(_OPEN_PREFIXES) or not self.guard.enabled:
-            return handler
-        metadata = dict(details.invocation_metadata or ())
-        method = details.method.lstrip("/").replace("/", ".")
-        guard = self.guard
-
-        def wrap(behavior: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
-            if streaming:
-
-                async def stream_wrapper(request: Any, context: Any) -> Any:
-                    guard.check(metadata.get("authorization"), method, context.peer())
-                    async for item in behavior(request, context):
-                        yield item
-
-                return stream_wrapper
-
-            async def unary_wrapper(request: Any, context: Any) -> Any:
-                guard.check(metadata.get("authorization"), method, context.peer())
-                return await behavior(request, context)
-
-            return unary_wrapper
-
-        kwargs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False), **kwargs)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream, True), **kwargs)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary, False), **kwargs)
-        return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True), **kwargs)
+    return admit

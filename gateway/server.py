@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.app import RagApp
-from gateway.auth import AuthInterceptor, Guard
+from gateway.auth import Guard, admit_grpc
 from gateway.config import GatewaySettings
 from gateway.rest.app import create_rest_app
 from gateway.rest.serve import RestServer
@@ -58,7 +58,7 @@ def create_server(address: str | None = None, settings: GatewaySettings | None =
         open=open_all,
         probe=app.probe,
         close=close_all,
-        interceptors=[AuthInterceptor(guard)],
+        admit=admit_grpc(guard),
         gauges=app.figures,
     )
     server = GatewayServer(spec, address or settings.listen, settings)

@@ -61,11 +61,21 @@ def as_strata_error(exc: BaseException, method: str) -> StrataError:
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler; `is_ready` gates non-infrastructure calls; `metrics` records every call."""
+    """Wraps every handler; `is_ready` and `admit` gate non-infrastructure calls; `metrics` records every call.
 
-    def __init__(self, is_ready: Callable[[], bool] = lambda: True, metrics: ServerMetrics | None = None) -> None:
+    `admit(method, context)` runs before each such call and raises a StrataError to refuse it
+    (e.g. a missing API key), so its refusals are mapped and logged like any other error.
+    """
+
+    def __init__(
+        self,
+        is_ready: Callable[[], bool] = lambda: True,
+        metrics: ServerMetrics | None = None,
+        admit: Admit | None = None,
+    ) -> None:
         self._is_ready = is_ready
         self._metrics = metrics
+        self._admit = admit
 
     async def intercept_service(
         self,
@@ -77,7 +87,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
         infra = method.startswith(_INFRA_PREFIXES)
-        gate = None if infra else self._is_ready
+        gate = None if infra else _gate(self._is_ready, self._admit, method)
         level = logging.DEBUG if infra else logging.INFO
         track = _tracker(self._metrics, method, grpc_type(handler))
         kwargs = {
@@ -99,6 +109,21 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(
             _wrap_stream(handler.stream_stream, method, gate, level, track), **kwargs
         )
+
+
+# Decides whether a call (method "/pkg.Service/Method", its context) may run; raises to refuse.
+Admit = Callable[[str, Any], None]
+Gate = Callable[[Any], None]
+
+
+def _gate(is_ready: Callable[[], bool], admit: Admit | None, method: str) -> Gate:
+    def gate(context: Any) -> None:
+        if not is_ready():
+            raise Unavailable("the service is starting; retry shortly", reason="STARTING")
+        if admit is not None:
+            admit(method, context)
+
+    return gate
 
 
 def _tracker(metrics: ServerMetrics | None, method: str, kind: str) -> Callable[[], MethodSeries] | None:
@@ -141,7 +166,7 @@ def _aborted_code(context: Any) -> grpc.StatusCode:
 def _wrap_unary(
     behavior: Callable[..., Any],
     method: str,
-    gate: Callable[[], bool] | None,
+    gate: Gate | None,
     level: int,
     track: Callable[[], MethodSeries] | None = None,
 ) -> Callable[..., Any]:
@@ -150,8 +175,8 @@ def _wrap_unary(
         call = track() if track is not None else None
         code = grpc.StatusCode.OK
         try:
-            if gate is not None and not gate():
-                raise Unavailable("the service is starting; retry shortly", reason="STARTING")
+            if gate is not None:
+                gate(context)
             return await behavior(request, context)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -172,7 +197,7 @@ def _wrap_unary(
 def _wrap_stream(
     behavior: Callable[..., Any],
     method: str,
-    gate: Callable[[], bool] | None,
+    gate: Gate | None,
     level: int,
     track: Callable[[], MethodSeries] | None = None,
 ) -> Callable[..., Any]:
@@ -181,8 +206,8 @@ def _wrap_stream(
         call = track() if track is not None else None
         code = grpc.StatusCode.OK
         try:
-            if gate is not None and not gate():
-                raise Unavailable("the service is starting; retry shortly", reason="STARTING")
+            if gate is not None:
+                gate(context)
             result = behavior(request, context)
             if inspect.isasyncgen(result):
                 async for response in result:

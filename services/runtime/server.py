@@ -34,7 +34,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from services.runtime import logs, tracing
-from services.runtime.interceptor import ServiceInterceptor
+from services.runtime.interceptor import Admit, ServiceInterceptor
 from services.runtime.metrics import ServerMetrics, metrics_address
 from services.runtime.settings import ConfigError, RuntimeSettings, load
 
@@ -73,8 +73,9 @@ class ServiceSpec:
     close: Callable[[], Awaitable[None]] = _nothing
     # Extra server options (e.g. message sizes).
     options: Sequence[tuple[str, int]] = field(default_factory=tuple)
-    # Interceptors run inside the shared one (so their domain errors are mapped too), e.g. auth.
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
+    # Checks each call (method "/pkg.Service/Method", context) before it runs and raises a
+    # StrataError to refuse it, e.g. API keys; health and reflection are never checked.
+    admit: Admit | None = None
     # Backend figures for /metrics, e.g. {"vectors": 1200}, exported as gauges strata_backend_<name>
     # (names ending in _total as counters).
     # Called on the event loop at every scrape: keep it cheap and non-blocking.
@@ -125,8 +126,9 @@ class ManagedServer:
         self.server = grpc.aio.server(
             interceptors=[
                 *tracing.server_interceptors(tracing.default_service_name(spec.service_names)),
-                ServiceInterceptor(lambda: self._ready, self.metrics if settings.metrics_port_offset else None),
-                *spec.interceptors,
+                ServiceInterceptor(
+                    lambda: self._ready, self.metrics if settings.metrics_port_offset else None, spec.admit
+                ),
             ],
             options=options,
         )
