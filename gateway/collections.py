@@ -7,6 +7,7 @@ import grpc
 from gateway import naming
 from gateway.catalog import CollectionRecord, now_us
 from gateway.deps import Deps
+from gateway.paging import page_limit, split_page
 from gateway.upstreams import UpstreamError
 from services.runtime.errors import AlreadyExists, InvalidArgument, NotFound
 from strata.blob.v1 import blob_pb2
@@ -112,13 +113,9 @@ class Collections:
         return record
 
     async def list(self, page_size: int, page_token: str) -> tuple[list[CollectionRecord], str]:
-        if not 0 <= page_size <= 1000:
-            raise InvalidArgument(f"page_size {page_size} is outside 0..1000", reason="BAD_PAGE_SIZE")
-        limit = page_size or 100
+        limit = page_limit(page_size)
         records = await self.deps.catalog.list_collections(page_token, limit + 1)
-        if len(records) > limit:
-            return records[:limit], records[limit - 1].name
-        return records, ""
+        return split_page(records, limit, lambda r: r.name)
 
     async def delete(self, name: str) -> None:
         record = await self.deps.catalog.get_collection(name)

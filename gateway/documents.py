@@ -26,6 +26,7 @@ from gateway.chunking import chunk_text
 from gateway.collections import Collections, collection_not_found, delete_blob_prefix
 from gateway.deps import Deps
 from gateway.extract import extract_text, normalize_content_type
+from gateway.paging import page_limit, split_page
 from gateway.upstreams import UpstreamError
 from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted, StrataError
 from strata.blob.v1 import blob_pb2
@@ -316,13 +317,9 @@ class Documents:
         self, collection: str, page_size: int, page_token: str, status: str
     ) -> tuple[list[DocumentRecord], str]:
         await self.collections.require(collection)
-        if not 0 <= page_size <= 1000:
-            raise InvalidArgument(f"page_size {page_size} is outside 0..1000", reason="BAD_PAGE_SIZE")
-        limit = page_size or 100
+        limit = page_limit(page_size)
         records = await self.deps.catalog.list_documents(collection, page_token, limit + 1, STATUSES[status])
-        if len(records) > limit:
-            return records[:limit], records[limit - 1].id
-        return records, ""
+        return split_page(records, limit, lambda r: r.id)
 
     async def delete(self, collection: str, document_id: str) -> None:
         await self.collections.require(collection)

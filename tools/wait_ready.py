@@ -10,8 +10,7 @@ import signal
 import sys
 import time
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from services.runtime.healthcheck import check
 
 SERVICES = [
     ("gateway", "STRATA_GATEWAY_LISTEN", "127.0.0.1:50050"),
@@ -23,22 +22,13 @@ SERVICES = [
 TIMEOUT_SECONDS = float(os.environ.get("STRATA_READY_TIMEOUT_SECONDS", "180"))
 
 
-def serving(address: str) -> bool:
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.RpcError:
-        return False
-
-
 def main() -> int:
     addresses = {name: os.environ.get(var, default) for name, var, default in SERVICES}
     rest = os.environ.get("STRATA_GATEWAY_REST_LISTEN", "127.0.0.1:8080")
     deadline = time.monotonic() + TIMEOUT_SECONDS
     waiting = dict(addresses)
     while waiting:
-        waiting = {n: a for n, a in waiting.items() if not serving(a)}
+        waiting = {n: a for n, a in waiting.items() if check(a, timeout=1) != "SERVING"}
         if not waiting:
             break
         if time.monotonic() > deadline:

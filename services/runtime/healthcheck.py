@@ -26,18 +26,22 @@ def _channel(address: str) -> grpc.Channel:
     return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots), options=options)
 
 
-def main(argv: list[str]) -> int:
-    address = argv[0] if argv else "127.0.0.1:50050"
-    service = argv[1] if len(argv) > 1 else ""
+def check(address: str, service: str = "", timeout: float = 3.0) -> str:
+    """The server's status name (SERVING, NOT_SERVING...), or the gRPC code name when it did not answer."""
     try:
         with _channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=3)
+            request = health_pb2.HealthCheckRequest(service=service)
+            reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=timeout)
     except grpc.RpcError as exc:
-        print(f"{address}: {exc.code().name}", file=sys.stderr)
-        return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(f"{address}: {status}")
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+        return str(exc.code().name)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def main(argv: list[str]) -> int:
+    address = argv[0] if argv else "127.0.0.1:50050"
+    status = check(address, argv[1] if len(argv) > 1 else "")
+    print(f"{address}: {status}", file=sys.stdout if status == "SERVING" else sys.stderr)
+    return 0 if status == "SERVING" else 1
 
 
 if __name__ == "__main__":
