@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from gateway import naming
@@ -135,6 +137,17 @@ class Collections:
                 raise
         await delete_blob_prefix(self.deps, naming.blob_prefix(name))
         await self.deps.catalog.delete_collection_rows(name)
+
+
+async def call_index(deps: Deps, collection: str, method: str, request: Any) -> Any:
+    """A VectorService call on the collection's index. The gateway never names a namespace, so by
+    the contract a NOT_FOUND means the index itself is gone: the collection does not exist."""
+    try:
+        return await deps.upstreams.vector.call(method, request)
+    except UpstreamError as exc:
+        if exc.upstream_code == grpc.StatusCode.NOT_FOUND:
+            raise collection_not_found(collection) from exc
+        raise
 
 
 async def delete_blob_prefix(deps: Deps, prefix: str) -> None:

@@ -17,17 +17,15 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import grpc
 from google.protobuf import struct_pb2
 
 from gateway import naming
 from gateway.catalog import FAILED, PENDING, READY, DocumentRecord, Version
 from gateway.chunking import chunk_text
-from gateway.collections import Collections, collection_not_found, delete_blob_prefix
+from gateway.collections import Collections, call_index, delete_blob_prefix
 from gateway.deps import Deps
 from gateway.extract import extract_text, normalize_content_type
 from gateway.paging import page_limit, split_page
-from gateway.upstreams import UpstreamError
 from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted, StrataError
 from strata.blob.v1 import blob_pb2
 from strata.inference.v1 import inference_pb2
@@ -222,12 +220,7 @@ class Documents:
         return chunks
 
     async def _vector_call(self, collection: str, method: str, request: Any) -> Any:
-        try:
-            return await self.deps.upstreams.vector.call(method, request)
-        except UpstreamError as exc:
-            if exc.upstream_code == grpc.StatusCode.NOT_FOUND and "index" in exc.message.lower():
-                raise collection_not_found(collection) from exc
-            raise
+        return await call_index(self.deps, collection, method, request)
 
     async def _store_bytes(self, collection: str, document_id: str, generation: int, data: bytes, kind: str) -> None:
         async def messages() -> AsyncIterator[blob_pb2.PutObjectRequest]:

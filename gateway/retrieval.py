@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from google.protobuf import json_format, struct_pb2
 
 from gateway import naming
-from gateway.collections import Collections, collection_not_found
+from gateway.collections import Collections, call_index
 from gateway.deps import Deps
 from gateway.upstreams import UpstreamError
 from services.runtime.errors import InvalidArgument
@@ -69,20 +68,17 @@ class Retrieval:
         )
         # Over-fetch a little: chunks of a version being replaced are in the index but not visible.
         fetch = min(100, top_k * 2 + 4)
-        try:
-            matches = await up.vector.call(
-                "Query",
-                vector_pb2.QueryRequest(
-                    index_name=naming.index_name(collection),
-                    vector=embedded.embeddings[0].values,
-                    top_k=fetch,
-                    filter=filter_,
-                ),
-            )
-        except UpstreamError as exc:
-            if exc.upstream_code == grpc.StatusCode.NOT_FOUND:
-                raise collection_not_found(collection) from exc
-            raise
+        matches = await call_index(
+            self.deps,
+            collection,
+            "Query",
+            vector_pb2.QueryRequest(
+                index_name=naming.index_name(collection),
+                vector=embedded.embeddings[0].values,
+                top_k=fetch,
+                filter=filter_,
+            ),
+        )
         ids = [m.id for m in matches.matches]
         rows = await self.deps.catalog.visible_chunks(collection, ids)
         hits: list[Hit] = []
