@@ -352,12 +352,13 @@ class Documents:
                         record.collection, record.id, "ingest was interrupted by a restart; put the document again"
                     )
                 if generation:
-                    await self._delete_generation(record.collection, record.id, generation)
                     if record.status == READY and not record.error:
-                        # The failure itself could not be recorded (the metadata layer was down).
+                        # The failure itself could not be recorded (the metadata layer was down): say so
+                        # first, so the document never looks settled while its reason is still missing.
                         await self.deps.catalog.fail_ingest(
                             record.collection, record.id, "an update was interrupted; put the document again"
                         )
+                    await self._delete_generation(record.collection, record.id, generation)
                     await self.deps.catalog.generation_cleaned(record.collection, record.id, generation)
                 if record.stale_generations and record.status == READY:
                     await self._drop_other_generations(record.collection, record.id, record.generation, strict=True)
