@@ -7,12 +7,22 @@ from collections.abc import AsyncIterator, Sequence
 
 from services.metadata.backends.base import MetadataBackend
 from services.metadata.config import MetadataSettings
-from services.metadata.model import DatabaseInfo, ImportSummary, Limits, Statement, StatementResult, mark_statement
+from services.metadata.model import (
+    DatabaseInfo,
+    ImportSummary,
+    Limits,
+    Statement,
+    StatementResult,
+    bulk_returns_rows,
+    mark_statement,
+)
 from services.metadata.names import check_name, name_from_page_token, page_token_for
-from services.metadata.sqltext import reject_transaction_control
+from services.metadata.sqltext import leading_keyword, reject_transaction_control
 from services.runtime.errors import InvalidArgument, ResourceExhausted, StrataError
 
 MAX_BATCH_STATEMENTS = 10_000
+# Statements that exist to return rows; a bulk (columns) statement returns none.
+_QUERY_KEYWORDS = frozenset({"SELECT", "VALUES", "EXPLAIN", "PRAGMA", "SHOW", "TABLE"})
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
@@ -76,7 +86,7 @@ class MetadataCore:
         checked = ""
         for index, statement in enumerate(statements):
             # Batches usually repeat one statement text: check each distinct text once.
-            if statement.sql != checked:
+            if statement.sql != checked or statement.rows is not None:
                 _check_statement(statement, index, in_batch=True)
                 checked = statement.sql
         return await self.backend.execute(
@@ -114,5 +124,7 @@ def _check_statement(statement: Statement, index: int, *, in_batch: bool) -> Non
         if not statement.sql or statement.sql.isspace():
             raise InvalidArgument("the statement is empty", reason="EMPTY_STATEMENT")
         reject_transaction_control(statement.sql)
+        if statement.rows is not None and leading_keyword(statement.sql) in _QUERY_KEYWORDS:
+            raise bulk_returns_rows()
     except StrataError as error:
         raise mark_statement(error, index, in_batch=in_batch) from None

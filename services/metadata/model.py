@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from services.runtime.errors import ResourceExhausted, StrataError
+from services.runtime.errors import InvalidArgument, ResourceExhausted, StrataError
 
 # One SQL value: NULL, 64-bit integer, double, text or blob.
 SqlValue = None | int | float | str | bytes
@@ -16,10 +17,19 @@ INT64_MAX = 2**63 - 1
 
 
 class Statement(NamedTuple):
-    """One SQL statement with its positional `?` parameters (a tuple: built once per batched statement)."""
+    """One SQL statement with its positional `?` parameters (a tuple: built once per batched statement).
+
+    A bulk statement has `rows` instead: one parameter tuple per run, executed like executemany.
+    """
 
     sql: str
     params: tuple[SqlValue, ...] = ()
+    rows: Sequence[tuple[SqlValue, ...]] | None = None
+
+    @property
+    def width(self) -> int:
+        """How many parameters each run binds."""
+        return len(self.rows[0]) if self.rows else len(self.params)
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,14 @@ class DatabaseInfo:
 class ImportSummary:
     statements_executed: int
     rows_written: int
+
+
+def bulk_returns_rows() -> InvalidArgument:
+    """A statement bound to columns runs once per row; rows it returned would have nowhere to go."""
+    return InvalidArgument(
+        "a statement with columns runs once per row and returns no rows; send a SELECT or RETURNING with params",
+        reason="BULK_RETURNS_ROWS",
+    )
 
 
 def mark_statement(error: StrataError, index: int, *, in_batch: bool) -> StrataError:

@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator
 import grpc
 
 from services.metadata.core import MetadataCore
-from services.metadata.wire import batch_response, database_to_proto, fill_result, statement_from_proto
+from services.metadata.wire import (
+    batch_response,
+    batch_statement_from_proto,
+    database_to_proto,
+    fill_result,
+    statement_from_proto,
+)
 from strata.metadata.v1 import metadata_pb2 as pb
 from strata.metadata.v1 import metadata_pb2_grpc
 
@@ -46,7 +52,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
         return response
 
     async def Batch(self, request: pb.BatchRequest, context: grpc.aio.ServicerContext) -> pb.BatchResponse:
-        statements = list(map(statement_from_proto, request.statements))
+        statements = [batch_statement_from_proto(s, i) for i, s in enumerate(request.statements)]
         results = await self.core.batch(request.database, statements, caller_seconds=context.time_remaining())
         return batch_response(results, as_records=request.as_records)
 

@@ -16,6 +16,7 @@ TRANSACTION_KEYWORDS = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOI
 
 _WORD = re.compile(r"[A-Za-z_]+")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+_RETURNING = re.compile(r"(?<![\w$])returning(?![\w$])", re.IGNORECASE)
 
 
 def _skip_space_and_comments(sql: str, pos: int, *, parens: bool = False) -> int:
@@ -68,6 +69,7 @@ class PostgresText:
         self.placeholders = 0
         self.statements: list[str] = []
         out: list[str] = []
+        bare: list[str] = []  # the text outside quotes and comments
         start = 0
         pos = 0
         length = len(sql)
@@ -107,11 +109,14 @@ class PostgresText:
                 continue
             else:
                 end = pos + 1
+                bare.append(char)
             out.append(sql[pos:end].replace("%", "%%"))
             pos = end
         self.statements.append(sql[start:])
         self.statements = [s for s in self.statements if not is_blank(s)]
         self.query = "".join(out)
+        # RETURNING is reserved in PostgreSQL: as a bare word it can only be the clause.
+        self.returning = bool(_RETURNING.search("".join(bare)))
 
     def _is_identifier_char(self, pos: int) -> bool:
         return pos >= 0 and (self.sql[pos].isalnum() or self.sql[pos] == "_")

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 
 from google.protobuf import struct_pb2
 
-from services.metadata.model import DatabaseInfo, SqlValue, Statement, StatementResult
+from services.metadata.model import DatabaseInfo, SqlValue, Statement, StatementResult, mark_statement
+from services.runtime.errors import InvalidArgument, StrataError
 from strata.metadata.v1 import metadata_pb2 as pb
 
 _NULL = struct_pb2.NULL_VALUE
@@ -55,6 +56,61 @@ def statement_from_proto(message: pb.Statement | pb.QueryRequest) -> Statement:
             ]
         ),
     )
+
+
+MAX_BULK_ROWS = 100_000
+
+
+def batch_statement_from_proto(message: pb.Statement, index: int) -> Statement:
+    """A Batch statement: with `params` as Query's, or a bulk statement from its `columns`."""
+    if not message.HasField("columns"):
+        return statement_from_proto(message)
+    try:
+        if message.params:
+            raise InvalidArgument("set either params or columns, not both", reason="PARAMS_AND_COLUMNS")
+        return Statement(message.sql, (), rows_from_columns(message.columns))
+    except StrataError as error:
+        raise mark_statement(error, index, in_batch=True) from None
+
+
+def rows_from_columns(bulk: pb.ParamColumns) -> list[tuple[SqlValue, ...]]:
+    """Column-wise parameters to one tuple per row; `list()` of a packed repeated field runs in C."""
+    count = bulk.row_count
+    if not 1 <= count <= MAX_BULK_ROWS:
+        raise InvalidArgument(f"row_count is {count}; use 1..{MAX_BULK_ROWS}", reason="INVALID_ROW_COUNT")
+    columns: list[list[SqlValue]] = []
+    for position, column in enumerate(bulk.columns):
+        typed = [
+            values
+            for values in (column.int_values, column.double_values, column.text_values, column.bytes_values)
+            if values
+        ]
+        if len(typed) > 1:
+            raise InvalidArgument(f"column {position} sets more than one typed list", reason="INVALID_COLUMN")
+        nulls = column.null_rows
+        if typed:
+            values: list[SqlValue] = list(typed[0])
+            if len(values) != count:
+                raise InvalidArgument(
+                    f"column {position} has {len(values)} values for {count} rows", reason="INVALID_COLUMN"
+                )
+        elif len(set(nulls)) == count:
+            values = [None] * count
+        else:
+            raise InvalidArgument(
+                f"column {position} has no values: fill one typed list, or list every row in null_rows",
+                reason="INVALID_COLUMN",
+            )
+        for row in nulls:
+            if row >= count:
+                raise InvalidArgument(
+                    f"column {position} marks row {row} NULL, but there are {count} rows", reason="INVALID_COLUMN"
+                )
+            values[row] = None
+        columns.append(values)
+    if not columns:
+        return [()] * count
+    return list(zip(*columns, strict=True))
 
 
 def fill_result(target: pb.Result, result: StatementResult, *, as_records: bool) -> None:

@@ -57,3 +57,18 @@ def test_leading_keyword_and_blank() -> None:
     assert leading_keyword("") == ""
     assert is_blank(" ; -- x\n /* y */ ;")
     assert not is_blank("(")
+
+
+@pytest.mark.parametrize(
+    ("sql", "returning"),
+    [
+        ("INSERT INTO t (id) VALUES (?) RETURNING id", True),
+        ("insert into t values (1)\nreturning *", True),
+        ("INSERT INTO t (note) VALUES ('returning')", False),
+        ('INSERT INTO t ("returning") VALUES (1)', False),
+        ("INSERT INTO t (id) VALUES (1) -- returning id", False),
+        ("INSERT INTO returning_log (id) VALUES (1)", False),
+    ],
+)
+def test_postgres_text_sees_a_returning_clause_only_outside_quotes(sql: str, returning: bool) -> None:
+    assert PostgresText(sql).returning is returning

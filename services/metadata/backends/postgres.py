@@ -44,6 +44,7 @@ from services.metadata.model import (
     SqlValue,
     Statement,
     StatementResult,
+    bulk_returns_rows,
     mark_statement,
 )
 from services.metadata.sqltext import PostgresText, leading_keyword, without_leading_comments
@@ -226,13 +227,15 @@ class PostgresBackend:
         budget = ResultBudget(limits)
         results: list[StatementResult] = []
         async with self._session(database, limits, read_only=read_only) as conn:
-            if len(statements) > 1:
+            if len(statements) > 1 and all(statement.rows is None for statement in statements):
                 return await _run_pipelined(conn, statements, texts, budget, limits, in_batch=in_batch)
-            try:
-                async with translated(limits.statement_timeout):
-                    results.append(await _run_one(conn, statements[0], texts[0], budget))
-            except StrataError as error:
-                raise mark_statement(error, 0, in_batch=in_batch) from error.__cause__
+            # One at a time; a bulk statement pipelines its own rows.
+            for index, (statement, text) in enumerate(zip(statements, texts, strict=True)):
+                try:
+                    async with translated(limits.statement_timeout):
+                        results.append(await _run_one(conn, statement, text, budget))
+                except StrataError as error:
+                    raise mark_statement(error, index, in_batch=in_batch) from error.__cause__
         return results
 
     async def export(self, database: str, *, schema_only: bool) -> AsyncIterator[str]:
@@ -290,9 +293,9 @@ def _checked_text(statement: Statement) -> PostgresText:
     keyword = leading_keyword(statement.sql)
     if keyword in _FORBIDDEN_KEYWORDS:
         raise InvalidArgument(f"{keyword} is not allowed", reason="FORBIDDEN_STATEMENT")
-    if text.placeholders != len(statement.params):
+    if text.placeholders != statement.width:
         raise InvalidArgument(
-            f"the statement has {text.placeholders} ? placeholders but {len(statement.params)} parameters were given",
+            f"the statement has {text.placeholders} ? placeholders but {statement.width} parameters were given",
             reason="PARAMETER_COUNT",
         )
     return text
@@ -306,14 +309,21 @@ def _changes(status: str | None) -> int:
 
 
 async def _send(cur: psycopg.AsyncCursor[Any], statement: Statement, text: PostgresText) -> None:
-    if text.placeholders:
+    if statement.rows is not None:
+        if text.returning:
+            raise bulk_returns_rows()
+        # psycopg pipelines the runs: one round trip for all rows.
+        await cur.executemany(text.query, statement.rows)
+    elif text.placeholders:
         await cur.execute(text.query, statement.params)
     else:
         # No parameters: send the text untouched, so a '%' needs no escaping.
         await cur.execute(statement.sql.encode())
 
 
-async def _collect(cur: psycopg.AsyncCursor[Any], budget: ResultBudget, seconds: float) -> StatementResult:
+async def _collect(
+    cur: psycopg.AsyncCursor[Any], budget: ResultBudget, seconds: float, *, bulk: bool = False
+) -> StatementResult:
     columns = [c.name for c in cur.description] if cur.description else []
     rows: list[tuple[SqlValue, ...]] = []
     if columns:
@@ -321,7 +331,8 @@ async def _collect(cur: psycopg.AsyncCursor[Any], budget: ResultBudget, seconds:
             row = tuple(sql_value(v) for v in raw)
             budget.add_row(row)
             rows.append(row)
-    changes = _changes(cur.statusmessage)
+    # executemany leaves the total in rowcount; one statement's count is in its status.
+    changes = max(cur.rowcount, 0) if bulk else _changes(cur.statusmessage)
     return StatementResult(columns, rows, changes, 0, len(rows), changes, seconds)
 
 
@@ -331,7 +342,7 @@ async def _run_one(
     started = time.perf_counter()
     cur = conn.cursor()
     await _send(cur, statement, text)
-    return await _collect(cur, budget, time.perf_counter() - started)
+    return await _collect(cur, budget, time.perf_counter() - started, bulk=statement.rows is not None)
 
 
 async def _run_pipelined(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import sqlite3
@@ -25,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from services.metadata.backends.sqlite_commits import GroupCommitter, GroupJob, Outcome
 from services.metadata.backends.sqlite_dump import dump_chunks, split_script
 from services.metadata.backends.sqlite_errors import NeedsWriter, translate
 from services.metadata.backends.sqlite_guard import Guard
@@ -37,6 +39,7 @@ from services.metadata.model import (
     SqlValue,
     Statement,
     StatementResult,
+    bulk_returns_rows,
     mark_statement,
 )
 from services.metadata.sqltext import leading_keyword
@@ -132,27 +135,85 @@ class _Connection:
         self, statements: Sequence[Statement], limits: Limits, *, in_batch: bool, defer_foreign_keys: bool = False
     ) -> list[StatementResult]:
         """All statements in BEGIN IMMEDIATE ... COMMIT; any failure rolls everything back."""
-        budget = ResultBudget(limits)
-        results: list[StatementResult] = []
-        guard, conn, timeout = self.guard, self.conn, limits.statement_timeout
-        guard.denied = None
-        index = -1  # -1: failing outside any statement (BEGIN, COMMIT)
+        guard, conn = self.guard, self.conn
         try:
             guard.trusted_execute(conn, "BEGIN IMMEDIATE")
             if defer_foreign_keys:
                 guard.trusted_execute(conn, "PRAGMA defer_foreign_keys=ON")
+            results = self._run_statements(statements, limits, in_batch=in_batch)
+            guard.trusted_execute(conn, "COMMIT")
+        except sqlite3.Error as exc:  # BEGIN or COMMIT
+            self._rollback()
+            raise _translated(exc, guard, limits) from exc
+        except BaseException:
+            self._rollback()
+            raise
+        return results
+
+    def run_group(self, jobs: Sequence[GroupJob]) -> list[list[StatementResult] | StrataError]:
+        """Several callers' transactions committed together: one fsync for all of them.
+
+        Each job runs inside its own savepoint, so a failing job is rolled back alone and the
+        others still commit. When the shared transaction itself breaks (a failed COMMIT, such as
+        a deferred foreign key, or an error that made SQLite abandon the transaction), nothing was
+        committed and every job runs again in a transaction of its own, exactly as if never grouped.
+        """
+        if len(jobs) == 1:
+            return [self._outcome(jobs[0])]
+        guard, conn = self.guard, self.conn
+        outcomes: list[list[StatementResult] | StrataError] = []
+        try:
+            guard.trusted_execute(conn, "BEGIN IMMEDIATE")
+            for job in jobs:
+                guard.trusted_execute(conn, "SAVEPOINT job")
+                try:
+                    outcomes.append(self._run_statements(job.statements, job.limits, in_batch=job.in_batch))
+                except StrataError as error:
+                    if not conn.in_transaction:
+                        raise _GroupBroken from error
+                    guard.trusted_execute(conn, "ROLLBACK TO job")
+                    outcomes.append(error)
+                guard.trusted_execute(conn, "RELEASE job")
+            guard.trusted_execute(conn, "COMMIT")
+        except (sqlite3.Error, _GroupBroken):
+            self._rollback()
+            return [self._outcome(job) for job in jobs]
+        except BaseException:
+            self._rollback()
+            raise
+        return outcomes
+
+    def _outcome(self, job: GroupJob) -> list[StatementResult] | StrataError:
+        try:
+            return self.run_transaction(job.statements, job.limits, in_batch=job.in_batch)
+        except StrataError as error:
+            return error
+
+    def _run_statements(
+        self, statements: Sequence[Statement], limits: Limits, *, in_batch: bool
+    ) -> list[StatementResult]:
+        """The statements in order, in the caller's transaction; a failure is a marked StrataError."""
+        budget = ResultBudget(limits)
+        results: list[StatementResult] = []
+        guard, conn, timeout = self.guard, self.conn, limits.statement_timeout
+        guard.denied = None
+        index = 0
+        try:
             # The per-statement work of _execute, inlined: a Batch runs it up to 10,000 times per call.
             append, execute, cursor = results.append, self.cursor.execute, self.cursor
             perf_counter, monotonic = time.perf_counter, time.monotonic
             last_sql: str | None = None
             inserts = False
-            for index, (sql, params) in enumerate(statements):  # noqa: B007 - index names the failure below
+            for index, (sql, params, rows) in enumerate(statements):  # noqa: B007 - index names the failure below
                 if sql != last_sql:
                     inserts = _keyword_allows_insert(sql)
                     last_sql = sql
                 started = perf_counter()
                 before = conn.total_changes
                 guard.deadline = monotonic() + timeout
+                if rows is not None:
+                    append(self._run_bulk(sql, rows, started, before, inserts))
+                    continue
                 execute(sql, params)
                 if cursor.description:
                     append(self._result(started, before, budget, inserts))
@@ -163,26 +224,44 @@ class _Connection:
                     changes = written
                 last_row_id = (cursor.lastrowid or 0) if changes and inserts else 0
                 append(StatementResult([], [], changes, last_row_id, 0, written, perf_counter() - started))
-            index = -1
-            guard.deadline = math.inf
-            guard.trusted_execute(conn, "COMMIT")
         except (sqlite3.Error, StrataError) as exc:
-            self._rollback()
             error = _translated(exc, guard, limits) if isinstance(exc, sqlite3.Error) else exc
-            if index >= 0:
-                mark_statement(error, index, in_batch=in_batch)
+            mark_statement(error, index, in_batch=in_batch)
             raise error from (exc if isinstance(exc, sqlite3.Error) else exc.__cause__)
-        except BaseException:
-            self._rollback()
-            raise
         finally:
             guard.deadline = math.inf
         return results
+
+    def _run_bulk(
+        self, sql: str, rows: Sequence[tuple[SqlValue, ...]], started: float, before: int, inserts: bool
+    ) -> StatementResult:
+        """One statement run once per row of parameters, in the caller's transaction."""
+        cursor = self.cursor
+        try:
+            cursor.executemany(sql, rows)
+        except sqlite3.ProgrammingError as exc:
+            if "only execute DML" in str(exc):
+                raise bulk_returns_rows() from exc
+            raise
+        if cursor.description:  # INSERT ... RETURNING: the rows were dropped, so refuse the statement
+            raise bulk_returns_rows()
+        written = self.conn.total_changes - before
+        changes = cursor.rowcount
+        if changes < 0:
+            changes = written
+        last_row_id = 0
+        if inserts and changes:
+            last_row_id = self.conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+        return StatementResult([], [], changes, last_row_id, 0, written, time.perf_counter() - started)
 
     def _rollback(self) -> None:
         if self.conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self.guard.trusted_execute(self.conn, "ROLLBACK")
+
+
+class _GroupBroken(Exception):
+    """The shared transaction of a commit group is gone; its jobs must run one by one."""
 
 
 def _keyword_allows_insert(sql: str) -> bool:
@@ -202,6 +281,8 @@ def _translated(exc: sqlite3.Error, guard: Guard, limits: Limits) -> StrataError
 
 class _Database:
     """One open SQLite database: a writer behind an asyncio lock and a pool of readers."""
+
+    commits: GroupCommitter  # write transactions, grouped onto the writer
 
     def __init__(self, name: str, path: Path, settings: MetadataSettings) -> None:
         self.name, self.path, self.settings = name, path, settings
@@ -238,7 +319,7 @@ class _Database:
     def idle(self) -> bool:
         # A writer thread abandoned by a cancelled call still holds the write lock; reader threads
         # abandoned that way close their own connection when they see the database closed.
-        return self.users == 0 and not self.write_lock.locked()
+        return self.users == 0 and not self.write_lock.locked() and not self.commits.busy
 
     def close_connections(self) -> None:
         with self._readers_lock:
@@ -301,6 +382,7 @@ class SqliteBackend:
                 if not await self._run(self._path(name).is_file):
                     raise NotFound(f"database {name!r} does not exist", reason="DATABASE_NOT_FOUND")
                 db = self._databases[name] = _Database(name, self._path(name), self.settings)
+                db.commits = GroupCommitter(functools.partial(self._run_group, db), self.settings.busy_timeout_seconds)
                 self._close_idle_databases()
             return db
 
@@ -388,7 +470,9 @@ class SqliteBackend:
     async def _execute_on(
         self, db: _Database, statements: Sequence[Statement], *, read_only: bool, in_batch: bool, limits: Limits
     ) -> list[StatementResult]:
-        if read_only or (len(statements) == 1 and leading_keyword(statements[0].sql) in _READ_KEYWORDS):
+        if read_only or (
+            len(statements) == 1 and statements[0].rows is None and leading_keyword(statements[0].sql) in _READ_KEYWORDS
+        ):
             try:
                 return await self._read(db, statements[0], limits)
             except NeedsWriter:
@@ -398,7 +482,10 @@ class SqliteBackend:
                         0,
                         in_batch=False,
                     ) from None
-        return await self._write(db, lambda conn: conn.run_transaction(statements, limits, in_batch=in_batch))
+        return await db.commits.submit(statements, limits, in_batch=in_batch)
+
+    async def _run_group(self, db: _Database, jobs: list[GroupJob]) -> list[Outcome]:
+        return await self._write(db, lambda conn: conn.run_group(jobs))
 
     async def _read(self, db: _Database, statement: Statement, limits: Limits) -> list[StatementResult]:
         def run() -> list[StatementResult]:

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!strata/metadata/v1/metadata.proto\x12\x12strata.metadata.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\x05Value\x12\x30\n\nnull_value\x18\x01 \x01(\x0e\x32\x1a.google.protobuf.NullValueH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\ntext_value\x18\x04 \x01(\tH\x00\x12\x15\n\x0b\x62ytes_value\x18\x05 \x01(\x0cH\x00\x42\x06\n\x04kind\"0\n\x03Row\x12)\n\x06values\x18\x01 \x03(\x0b\x32\x19.strata.metadata.v1.Value\"\x8a\x01\n\x06Record\x12\x36\n\x06\x66ields\x18\x01 \x03(\x0b\x32&.strata.metadata.v1.Record.FieldsEntry\x1aH\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.strata.metadata.v1.Value:\x02\x38\x01\"]\n\x08\x44\x61tabase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x01\n\x04Meta\x12\x0f\n\x07\x63hanges\x18\x01 \x01(\x03\x12\x13\n\x0blast_row_id\x18\x02 \x01(\x03\x12\x11\n\trows_read\x18\x03 \x01(\x03\x12\x14\n\x0crows_written\x18\x04 \x01(\x03\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x95\x01\n\x06Result\x12\x0f\n\x07\x63olumns\x18\x01 \x03(\t\x12%\n\x04rows\x18\x02 \x03(\x0b\x32\x17.strata.metadata.v1.Row\x12+\n\x07records\x18\x03 \x03(\x0b\x32\x1a.strata.metadata.v1.Record\x12&\n\x04meta\x18\x04 \x01(\x0b\x32\x18.strata.metadata.v1.Meta\"C\n\tStatement\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12)\n\x06params\x18\x02 \x03(\x0b\x32\x19.strata.metadata.v1.Value\"%\n\x15\x43reateDatabaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x16\x43reateDatabaseResponse\x12.\n\x08\x64\x61tabase\x18\x01 \x01(\x0b\x32\x1c.strata.metadata.v1.Database\"=\n\x14ListDatabasesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x15ListDatabasesResponse\x12/\n\tdatabases\x18\x01 \x03(\x0b\x32\x1c.strata.metadata.v1.Database\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15\x44\x65leteDatabaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteDatabaseResponse\"\x7f\n\x0cQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12)\n\x06params\x18\x03 \x03(\x0b\x32\x19.strata.metadata.v1.Value\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x12\n\nas_records\x18\x05 \x01(\x08\";\n\rQueryResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.strata.metadata.v1.Result\"g\n\x0c\x42\x61tchRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x31\n\nstatements\x18\x02 \x03(\x0b\x32\x1d.strata.metadata.v1.Statement\x12\x12\n\nas_records\x18\x03 \x01(\x08\"<\n\rBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.strata.metadata.v1.Result\"6\n\rExportRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x13\n\x0bschema_only\x18\x02 \x01(\x08\"\x1e\n\x0e\x45xportResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"/\n\rImportRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"C\n\x0eImportResponse\x12\x1b\n\x13statements_executed\x18\x01 \x01(\x03\x12\x14\n\x0crows_written\x18\x02 \x01(\x03\x32\x8b\x05\n\x0fMetadataService\x12g\n\x0e\x43reateDatabase\x12).strata.metadata.v1.CreateDatabaseRequest\x1a*.strata.metadata.v1.CreateDatabaseResponse\x12\x64\n\rListDatabases\x12(.strata.metadata.v1.ListDatabasesRequest\x1a).strata.metadata.v1.ListDatabasesResponse\x12g\n\x0e\x44\x65leteDatabase\x12).strata.metadata.v1.DeleteDatabaseRequest\x1a*.strata.metadata.v1.DeleteDatabaseResponse\x12L\n\x05Query\x12 .strata.metadata.v1.QueryRequest\x1a!.strata.metadata.v1.QueryResponse\x12L\n\x05\x42\x61tch\x12 .strata.metadata.v1.BatchRequest\x1a!.strata.metadata.v1.BatchResponse\x12Q\n\x06\x45xport\x12!.strata.metadata.v1.ExportRequest\x1a\".strata.metadata.v1.ExportResponse0\x01\x12Q\n\x06Import\x12!.strata.metadata.v1.ImportRequest\x1a\".strata.metadata.v1.ImportResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!strata/metadata/v1/metadata.proto\x12\x12strata.metadata.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\x05Value\x12\x30\n\nnull_value\x18\x01 \x01(\x0e\x32\x1a.google.protobuf.NullValueH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\ntext_value\x18\x04 \x01(\tH\x00\x12\x15\n\x0b\x62ytes_value\x18\x05 \x01(\x0cH\x00\x42\x06\n\x04kind\"0\n\x03Row\x12)\n\x06values\x18\x01 \x03(\x0b\x32\x19.strata.metadata.v1.Value\"\x8a\x01\n\x06Record\x12\x36\n\x06\x66ields\x18\x01 \x03(\x0b\x32&.strata.metadata.v1.Record.FieldsEntry\x1aH\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.strata.metadata.v1.Value:\x02\x38\x01\"]\n\x08\x44\x61tabase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x01\n\x04Meta\x12\x0f\n\x07\x63hanges\x18\x01 \x01(\x03\x12\x13\n\x0blast_row_id\x18\x02 \x01(\x03\x12\x11\n\trows_read\x18\x03 \x01(\x03\x12\x14\n\x0crows_written\x18\x04 \x01(\x03\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x95\x01\n\x06Result\x12\x0f\n\x07\x63olumns\x18\x01 \x03(\t\x12%\n\x04rows\x18\x02 \x03(\x0b\x32\x17.strata.metadata.v1.Row\x12+\n\x07records\x18\x03 \x03(\x0b\x32\x1a.strata.metadata.v1.Record\x12&\n\x04meta\x18\x04 \x01(\x0b\x32\x18.strata.metadata.v1.Meta\"v\n\tStatement\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12)\n\x06params\x18\x02 \x03(\x0b\x32\x19.strata.metadata.v1.Value\x12\x31\n\x07\x63olumns\x18\x03 \x01(\x0b\x32 .strata.metadata.v1.ParamColumns\"S\n\x0cParamColumns\x12\x11\n\trow_count\x18\x01 \x01(\r\x12\x30\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x1f.strata.metadata.v1.ParamColumn\"v\n\x0bParamColumn\x12\x12\n\nint_values\x18\x01 \x03(\x03\x12\x15\n\rdouble_values\x18\x02 \x03(\x01\x12\x13\n\x0btext_values\x18\x03 \x03(\t\x12\x14\n\x0c\x62ytes_values\x18\x04 \x03(\x0c\x12\x11\n\tnull_rows\x18\x05 \x03(\r\"%\n\x15\x43reateDatabaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x16\x43reateDatabaseResponse\x12.\n\x08\x64\x61tabase\x18\x01 \x01(\x0b\x32\x1c.strata.metadata.v1.Database\"=\n\x14ListDatabasesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x15ListDatabasesResponse\x12/\n\tdatabases\x18\x01 \x03(\x0b\x32\x1c.strata.metadata.v1.Database\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15\x44\x65leteDatabaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteDatabaseResponse\"\x7f\n\x0cQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12)\n\x06params\x18\x03 \x03(\x0b\x32\x19.strata.metadata.v1.Value\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x12\n\nas_records\x18\x05 \x01(\x08\";\n\rQueryResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.strata.metadata.v1.Result\"g\n\x0c\x42\x61tchRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x31\n\nstatements\x18\x02 \x03(\x0b\x32\x1d.strata.metadata.v1.Statement\x12\x12\n\nas_records\x18\x03 \x01(\x08\"<\n\rBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.strata.metadata.v1.Result\"6\n\rExportRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x13\n\x0bschema_only\x18\x02 \x01(\x08\"\x1e\n\x0e\x45xportResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"/\n\rImportRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"C\n\x0eImportResponse\x12\x1b\n\x13statements_executed\x18\x01 \x01(\x03\x12\x14\n\x0crows_written\x18\x02 \x01(\x03\x32\x8b\x05\n\x0fMetadataService\x12g\n\x0e\x43reateDatabase\x12).strata.metadata.v1.CreateDatabaseRequest\x1a*.strata.metadata.v1.CreateDatabaseResponse\x12\x64\n\rListDatabases\x12(.strata.metadata.v1.ListDatabasesRequest\x1a).strata.metadata.v1.ListDatabasesResponse\x12g\n\x0e\x44\x65leteDatabase\x12).strata.metadata.v1.DeleteDatabaseRequest\x1a*.strata.metadata.v1.DeleteDatabaseResponse\x12L\n\x05Query\x12 .strata.metadata.v1.QueryRequest\x1a!.strata.metadata.v1.QueryResponse\x12L\n\x05\x42\x61tch\x12 .strata.metadata.v1.BatchRequest\x1a!.strata.metadata.v1.BatchResponse\x12Q\n\x06\x45xport\x12!.strata.metadata.v1.ExportRequest\x1a\".strata.metadata.v1.ExportResponse0\x01\x12Q\n\x06Import\x12!.strata.metadata.v1.ImportRequest\x1a\".strata.metadata.v1.ImportResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,35 +51,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESULT']._serialized_start=730
   _globals['_RESULT']._serialized_end=879
   _globals['_STATEMENT']._serialized_start=881
-  _globals['_STATEMENT']._serialized_end=948
-  _globals['_CREATEDATABASEREQUEST']._serialized_start=950
-  _globals['_CREATEDATABASEREQUEST']._serialized_end=987
-  _globals['_CREATEDATABASERESPONSE']._serialized_start=989
-  _globals['_CREATEDATABASERESPONSE']._serialized_end=1061
-  _globals['_LISTDATABASESREQUEST']._serialized_start=1063
-  _globals['_LISTDATABASESREQUEST']._serialized_end=1124
-  _globals['_LISTDATABASESRESPONSE']._serialized_start=1126
-  _globals['_LISTDATABASESRESPONSE']._serialized_end=1223
-  _globals['_DELETEDATABASEREQUEST']._serialized_start=1225
-  _globals['_DELETEDATABASEREQUEST']._serialized_end=1262
-  _globals['_DELETEDATABASERESPONSE']._serialized_start=1264
-  _globals['_DELETEDATABASERESPONSE']._serialized_end=1288
-  _globals['_QUERYREQUEST']._serialized_start=1290
-  _globals['_QUERYREQUEST']._serialized_end=1417
-  _globals['_QUERYRESPONSE']._serialized_start=1419
-  _globals['_QUERYRESPONSE']._serialized_end=1478
-  _globals['_BATCHREQUEST']._serialized_start=1480
-  _globals['_BATCHREQUEST']._serialized_end=1583
-  _globals['_BATCHRESPONSE']._serialized_start=1585
-  _globals['_BATCHRESPONSE']._serialized_end=1645
-  _globals['_EXPORTREQUEST']._serialized_start=1647
-  _globals['_EXPORTREQUEST']._serialized_end=1701
-  _globals['_EXPORTRESPONSE']._serialized_start=1703
-  _globals['_EXPORTRESPONSE']._serialized_end=1733
-  _globals['_IMPORTREQUEST']._serialized_start=1735
-  _globals['_IMPORTREQUEST']._serialized_end=1782
-  _globals['_IMPORTRESPONSE']._serialized_start=1784
-  _globals['_IMPORTRESPONSE']._serialized_end=1851
-  _globals['_METADATASERVICE']._serialized_start=1854
-  _globals['_METADATASERVICE']._serialized_end=2505
+  _globals['_STATEMENT']._serialized_end=999
+  _globals['_PARAMCOLUMNS']._serialized_start=1001
+  _globals['_PARAMCOLUMNS']._serialized_end=1084
+  _globals['_PARAMCOLUMN']._serialized_start=1086
+  _globals['_PARAMCOLUMN']._serialized_end=1204
+  _globals['_CREATEDATABASEREQUEST']._serialized_start=1206
+  _globals['_CREATEDATABASEREQUEST']._serialized_end=1243
+  _globals['_CREATEDATABASERESPONSE']._serialized_start=1245
+  _globals['_CREATEDATABASERESPONSE']._serialized_end=1317
+  _globals['_LISTDATABASESREQUEST']._serialized_start=1319
+  _globals['_LISTDATABASESREQUEST']._serialized_end=1380
+  _globals['_LISTDATABASESRESPONSE']._serialized_start=1382
+  _globals['_LISTDATABASESRESPONSE']._serialized_end=1479
+  _globals['_DELETEDATABASEREQUEST']._serialized_start=1481
+  _globals['_DELETEDATABASEREQUEST']._serialized_end=1518
+  _globals['_DELETEDATABASERESPONSE']._serialized_start=1520
+  _globals['_DELETEDATABASERESPONSE']._serialized_end=1544
+  _globals['_QUERYREQUEST']._serialized_start=1546
+  _globals['_QUERYREQUEST']._serialized_end=1673
+  _globals['_QUERYRESPONSE']._serialized_start=1675
+  _globals['_QUERYRESPONSE']._serialized_end=1734
+  _globals['_BATCHREQUEST']._serialized_start=1736
+  _globals['_BATCHREQUEST']._serialized_end=1839
+  _globals['_BATCHRESPONSE']._serialized_start=1841
+  _globals['_BATCHRESPONSE']._serialized_end=1901
+  _globals['_EXPORTREQUEST']._serialized_start=1903
+  _globals['_EXPORTREQUEST']._serialized_end=1957
+  _globals['_EXPORTRESPONSE']._serialized_start=1959
+  _globals['_EXPORTRESPONSE']._serialized_end=1989
+  _globals['_IMPORTREQUEST']._serialized_start=1991
+  _globals['_IMPORTREQUEST']._serialized_end=2038
+  _globals['_IMPORTRESPONSE']._serialized_start=2040
+  _globals['_IMPORTRESPONSE']._serialized_end=2107
+  _globals['_METADATASERVICE']._serialized_start=2110
+  _globals['_METADATASERVICE']._serialized_end=2761
 # @@protoc_insertion_point(module_scope)

@@ -252,25 +252,117 @@ class Statement(_message.Message):
 
     SQL_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     sql: _builtins.str
     """The SQL, one statement, with `?` placeholders."""
     @_builtins.property
     def params(self) -> _containers.RepeatedCompositeFieldContainer[Global___Value]:
         """One value per `?`, in order."""
 
+    @_builtins.property
+    def columns(self) -> Global___ParamColumns:
+        """Many rows of parameters bound at once, column by column: the statement runs once per row
+        (like executemany), inside the batch's transaction. Set either `params` or `columns`. Only
+        in a Batch; a statement with columns returns no rows (a SELECT is INVALID_ARGUMENT) and its
+        meta counts the changes of every row. Columns that disagree on the row count, or a row count
+        outside 1..100,000, are INVALID_ARGUMENT.
+        """
+
     def __init__(
         self,
         *,
         sql: _builtins.str = ...,
         params: _abc.Iterable[Global___Value] | None = ...,
+        columns: Global___ParamColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "sql", b"sql"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "params", b"params", "sql", b"sql"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Statement: _TypeAlias = Statement  # noqa: Y015
+
+@_typing.final
+class ParamColumns(_message.Message):
+    """ParamColumns is `row_count` rows of parameters, one typed column per `?`. Column-wise values
+    decode far faster than one Value per parameter, which makes bulk loads cheap.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROW_COUNT_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    row_count: _builtins.int
+    """The number of rows: 1..100,000."""
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParamColumn]:
+        """One per `?`, in order."""
+
+    def __init__(
+        self,
+        *,
+        row_count: _builtins.int = ...,
+        columns: _abc.Iterable[Global___ParamColumn] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "row_count", b"row_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParamColumns: _TypeAlias = ParamColumns  # noqa: Y015
+
+@_typing.final
+class ParamColumn(_message.Message):
+    """ParamColumn is one parameter's value in every row. Exactly one typed list holds `row_count`
+    values, or none when every row is NULL; a row listed in `null_rows` is NULL whatever its
+    typed value says.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INT_VALUES_FIELD_NUMBER: _builtins.int
+    DOUBLE_VALUES_FIELD_NUMBER: _builtins.int
+    TEXT_VALUES_FIELD_NUMBER: _builtins.int
+    BYTES_VALUES_FIELD_NUMBER: _builtins.int
+    NULL_ROWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def int_values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """64-bit integers."""
+
+    @_builtins.property
+    def double_values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Doubles."""
+
+    @_builtins.property
+    def text_values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """UTF-8 text."""
+
+    @_builtins.property
+    def bytes_values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Blobs."""
+
+    @_builtins.property
+    def null_rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Rows (0-based) whose value is NULL."""
+
+    def __init__(
+        self,
+        *,
+        int_values: _abc.Iterable[_builtins.int] | None = ...,
+        double_values: _abc.Iterable[_builtins.float] | None = ...,
+        text_values: _abc.Iterable[_builtins.str] | None = ...,
+        bytes_values: _abc.Iterable[_builtins.bytes] | None = ...,
+        null_rows: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_values", b"bytes_values", "double_values", b"double_values", "int_values", b"int_values", "null_rows", b"null_rows", "text_values", b"text_values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParamColumn: _TypeAlias = ParamColumn  # noqa: Y015
 
 @_typing.final
 class CreateDatabaseRequest(_message.Message):
