@@ -4,7 +4,9 @@
     .venv/bin/python bench/blob.py --quick   # small version, seconds
 
 Figures (targets from issue 4):
-- put and get of one large object through gRPC vs a raw file copy with fsync (target >= 0.5x);
+- put and get of one large object through gRPC vs a raw file copy with fsync (target >= 0.5x),
+  and vs the same transfer to a server on the same runtime that stores nothing (the ceiling of
+  Python gRPC streaming on this machine);
 - peak RSS of the service process during those transfers, above idle (target < 100 MiB);
 - 4 KiB put and get per second with 8 concurrent clients, vs raw 4 KiB write+fsync+rename / read;
 - ListObjects over 10k keys: time per 1,000-key page, vs listing and sorting the files directly.
@@ -13,6 +15,7 @@ Figures (targets from issue 4):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import subprocess
@@ -20,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,6 +66,36 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, rss_kib(self.pid))
+
+
+class _Sink(blob_pb2_grpc.BlobServiceServicer):
+    """The same runtime with no storage: reads and drops PutObject, streams zeros for GetObject
+    (the key is the size). What Python gRPC alone can move on this machine."""
+
+    async def PutObject(self, requests: AsyncIterator[blob_pb2.PutObjectRequest], context: object) -> object:
+        async for _ in requests:
+            pass
+        return blob_pb2.PutObjectResponse()
+
+    async def GetObject(self, request: blob_pb2.GetObjectRequest, context: object) -> AsyncIterator[object]:
+        data = bytes(CHUNK)
+        yield blob_pb2.GetObjectResponse(header=blob_pb2.GetObjectHeader())
+        for _ in range(int(request.key) // CHUNK):
+            yield blob_pb2.GetObjectResponse(chunk=data)
+
+
+def serve_sink(address: str) -> None:
+    from services.runtime.server import ManagedServer, ServiceSpec, serve_until_signalled
+    from services.runtime.settings import RuntimeSettings
+
+    async def main() -> None:
+        spec = ServiceSpec(
+            service_names=["strata.blob.v1.BlobService"],
+            register=lambda server: blob_pb2_grpc.add_BlobServiceServicer_to_server(_Sink(), server),
+        )
+        await serve_until_signalled(ManagedServer(spec, address, RuntimeSettings(log_level="warning")), 1.0)
+
+    asyncio.run(main())
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -120,7 +153,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes; runs in seconds")
     parser.add_argument("--size-mib", type=int, default=0, help="size of the large object (default 256, quick 16)")
     parser.add_argument("--dir", type=Path, default=None, help="where to put data (default: a temp dir)")
+    parser.add_argument("--serve-sink", metavar="ADDRESS", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_sink:
+        serve_sink(args.serve_sink)
+        return
     quick = args.quick or os.environ.get("STRATA_BENCH_QUICK") == "1"
     size = (args.size_mib or (16 if quick else 256)) * MIB
     keys = 1_000 if quick else 10_000
@@ -135,6 +172,14 @@ def main() -> None:
     )
     log = open(root / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "services.blob"], env=env, cwd=REPO, stdout=log, stderr=log)
+    sink_address = f"127.0.0.1:{free_port()}"
+    sink = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-sink", sink_address],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=log,
+    )
     rows: list[tuple[str, str, str, str]] = []
     try:
         wait_serving(address, 60)
@@ -157,22 +202,29 @@ def main() -> None:
             get_seconds = min(timed(lambda: get_file(stub, "bench", "large", root / "download.bin")) for _ in range(3))
         assert (root / "download.bin").stat().st_size == size
         (root / "download.bin").unlink()
+        wait_serving(sink_address, 60)
+        sink_stub = blob_pb2_grpc.BlobServiceStub(
+            grpc.insecure_channel(sink_address, options=[("grpc.max_receive_message_length", 64 * MIB)])
+        )
+        sink_put = min(timed(lambda: put_file(sink_stub, "sink", "sink", source)) for _ in range(3))
+        sink_get = min(timed(lambda: get_file(sink_stub, "sink", str(size), root / "download.bin")) for _ in range(3))
+        (root / "download.bin").unlink()
         label = f"{size // MIB} MiB"
         raw_rate = size / MIB / raw_seconds
         rows.append(
             (
                 f"put {label}",
                 f"{size / MIB / put_seconds:.0f} MB/s",
-                f"raw copy+fsync {raw_rate:.0f} MB/s",
-                f"{raw_seconds / put_seconds:.2f}x (target >= 0.5x)",
+                f"raw copy+fsync {raw_rate:.0f} MB/s; gRPC alone (no storage) {size / MIB / sink_put:.0f} MB/s",
+                f"{raw_seconds / put_seconds:.2f}x (target >= 0.5x); {sink_put / put_seconds:.2f}x of gRPC alone",
             )
         )
         rows.append(
             (
                 f"get {label} (to file + fsync)",
                 f"{size / MIB / get_seconds:.0f} MB/s",
-                f"raw copy+fsync {raw_rate:.0f} MB/s",
-                f"{raw_seconds / get_seconds:.2f}x (target >= 0.5x)",
+                f"raw copy+fsync {raw_rate:.0f} MB/s; gRPC alone (no storage) {size / MIB / sink_get:.0f} MB/s",
+                f"{raw_seconds / get_seconds:.2f}x (target >= 0.5x); {sink_get / get_seconds:.2f}x of gRPC alone",
             )
         )
         peak = max(put_rss.peak, get_rss.peak)
@@ -288,6 +340,8 @@ def main() -> None:
             )
         )
     finally:
+        sink.terminate()
+        sink.wait(30)
         proc.terminate()
         proc.wait(30)
         log.close()
