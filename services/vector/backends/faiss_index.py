@@ -34,6 +34,7 @@ from services.runtime.errors import FailedPrecondition, NotFound, StrataError, U
 from services.vector import filters
 from services.vector.backends import faiss_storage as storage
 from services.vector.backends.faiss_locks import ReadWriteLock
+from services.vector.backends.faiss_memory import HugePages
 from services.vector.backends.faiss_postings import Postings
 from services.vector.filters import Filter
 from services.vector.model import (
@@ -153,6 +154,7 @@ class FaissIndex:
         self._snapshotting = threading.Lock()
         self._rw = ReadWriteLock()
         self._index = _new_faiss_index(spec)
+        self._huge_pages = HugePages()  # touched only by the thread holding `_writer` (or loading)
         self._records: dict[int, _Record] = {}
         self._by_key: dict[VectorKey, int] = {}
         self._namespaces: dict[str, set[int]] = {}
@@ -191,6 +193,7 @@ class FaissIndex:
                 self._apply(entry)
         self._apply_run(run)
         self._compact_if_due()
+        self._huge_pages.advise(self._index)
         self._log = storage.LogWriter(self.directory, self.last_mutation_id + 1)
         self._log.entries = replayed
         if replayed:
@@ -345,6 +348,7 @@ class FaissIndex:
         with self._rw.write():
             self._index = compacted
             self._dead.difference_update(gone.tolist())
+        self._huge_pages.advise(compacted)
 
     def _apply(self, entry: storage.LogEntry) -> None:
         """Make a logged mutation visible; the exclusive section holds no I/O."""
@@ -398,6 +402,8 @@ class FaissIndex:
             if old or (new_ids is not None and len(new_ids)):
                 self._sorted = None
             self.last_mutation_id = entry.mutation_id
+        if new_ids is not None and len(new_ids):
+            self._huge_pages.advise(self._index)  # outside the exclusive section: searches go on
 
     # ---- snapshots -------------------------------------------------------------------
 
