@@ -86,7 +86,7 @@ class MetadataCore:
         checked = ""
         for index, statement in enumerate(statements):
             # Batches usually repeat one statement text: check each distinct text once.
-            if statement.sql != checked or statement.rows is not None:
+            if statement.sql != checked or statement.bulk is not None:
                 _check_statement(statement, index, in_batch=True)
                 checked = statement.sql
         return await self.backend.execute(
@@ -124,7 +124,7 @@ def _check_statement(statement: Statement, index: int, *, in_batch: bool) -> Non
         if not statement.sql or statement.sql.isspace():
             raise InvalidArgument("the statement is empty", reason="EMPTY_STATEMENT")
         reject_transaction_control(statement.sql)
-        if statement.rows is not None and leading_keyword(statement.sql) in _QUERY_KEYWORDS:
+        if statement.bulk is not None and leading_keyword(statement.sql) in _QUERY_KEYWORDS:
             raise bulk_returns_rows()
     except StrataError as error:
         raise mark_statement(error, index, in_batch=in_batch) from None

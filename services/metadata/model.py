@@ -16,20 +16,43 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
 
+class Columns(NamedTuple):
+    """Bulk parameters column by column: `values[c][r]` is row r's value for placeholder c."""
+
+    row_count: int
+    values: list[Sequence[SqlValue]]  # lists, or the request's own repeated fields
+
+    @property
+    def width(self) -> int:
+        return len(self.values)
+
+    def rows(self) -> list[tuple[SqlValue, ...]]:
+        """One tuple per row, for engines that bind row by row."""
+        return list(zip(*self.values, strict=True)) if self.values else [()] * self.row_count
+
+    def flat(self, start: int, stop: int) -> list[SqlValue]:
+        """Rows start..stop-1 as one row-major list (slice assignments, so it runs in C)."""
+        width = len(self.values)
+        out: list[SqlValue] = [None] * ((stop - start) * width)
+        for position, column in enumerate(self.values):
+            out[position::width] = column[start:stop]
+        return out
+
+
 class Statement(NamedTuple):
     """One SQL statement with its positional `?` parameters (a tuple: built once per batched statement).
 
-    A bulk statement has `rows` instead: one parameter tuple per run, executed like executemany.
+    A bulk statement has `bulk` instead: it runs once per row, like executemany.
     """
 
     sql: str
     params: tuple[SqlValue, ...] = ()
-    rows: Sequence[tuple[SqlValue, ...]] | None = None
+    bulk: Columns | None = None
 
     @property
     def width(self) -> int:
         """How many parameters each run binds."""
-        return len(self.rows[0]) if self.rows else len(self.params)
+        return self.bulk.width if self.bulk is not None else len(self.params)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ a message and copying it into a repeated field costs several times more, and a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from google.protobuf import struct_pb2
 
-from services.metadata.model import DatabaseInfo, SqlValue, Statement, StatementResult, mark_statement
+from services.metadata.model import Columns, DatabaseInfo, SqlValue, Statement, StatementResult, mark_statement
 from services.runtime.errors import InvalidArgument, StrataError
 from strata.metadata.v1 import metadata_pb2 as pb
 
@@ -68,17 +68,17 @@ def batch_statement_from_proto(message: pb.Statement, index: int) -> Statement:
     try:
         if message.params:
             raise InvalidArgument("set either params or columns, not both", reason="PARAMS_AND_COLUMNS")
-        return Statement(message.sql, (), rows_from_columns(message.columns))
+        return Statement(message.sql, (), columns_from_proto(message.columns))
     except StrataError as error:
         raise mark_statement(error, index, in_batch=True) from None
 
 
-def rows_from_columns(bulk: pb.ParamColumns) -> list[tuple[SqlValue, ...]]:
-    """Column-wise parameters to one tuple per row; `list()` of a packed repeated field runs in C."""
+def columns_from_proto(bulk: pb.ParamColumns) -> Columns:
+    """Checked column-wise parameters; `list()` of a packed repeated field runs in C."""
     count = bulk.row_count
     if not 1 <= count <= MAX_BULK_ROWS:
         raise InvalidArgument(f"row_count is {count}; use 1..{MAX_BULK_ROWS}", reason="INVALID_ROW_COUNT")
-    columns: list[list[SqlValue]] = []
+    columns: list[Sequence[SqlValue]] = []
     for position, column in enumerate(bulk.columns):
         typed = [
             values
@@ -89,11 +89,15 @@ def rows_from_columns(bulk: pb.ParamColumns) -> list[tuple[SqlValue, ...]]:
             raise InvalidArgument(f"column {position} sets more than one typed list", reason="INVALID_COLUMN")
         nulls = column.null_rows
         if typed:
-            values: list[SqlValue] = list(typed[0])
-            if len(values) != count:
+            if len(typed[0]) != count:
                 raise InvalidArgument(
-                    f"column {position} has {len(values)} values for {count} rows", reason="INVALID_COLUMN"
+                    f"column {position} has {len(typed[0])} values for {count} rows", reason="INVALID_COLUMN"
                 )
+            if not nulls:
+                # The request's own list: read where the rows are bound, off the event loop.
+                columns.append(typed[0])
+                continue
+            values: list[SqlValue] = list(typed[0])
         elif len(set(nulls)) == count:
             values = [None] * count
         else:
@@ -108,9 +112,7 @@ def rows_from_columns(bulk: pb.ParamColumns) -> list[tuple[SqlValue, ...]]:
                 )
             values[row] = None
         columns.append(values)
-    if not columns:
-        return [()] * count
-    return list(zip(*columns, strict=True))
+    return Columns(count, columns)
 
 
 def fill_result(target: pb.Result, result: StatementResult, *, as_records: bool) -> None:

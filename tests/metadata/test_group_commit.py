@@ -69,7 +69,7 @@ def test_a_failing_transaction_rolls_back_alone(writer: _Connection) -> None:
     )
     assert [type(o) for o in outcomes[1:]] == [AlreadyExists, list]
     assert isinstance(outcomes[1], AlreadyExists) and outcomes[1].metadata["statement_index"] == "1"
-    assert [r.changes for r in outcomes[0]] == [1, 1]  # type: ignore[union-attr]
+    assert [r.changes for r in outcomes[0]] == [1, 1]  # type: ignore[union-attr,attr-defined]
     assert stored(writer) == [(1, "v"), (2, "v"), (4, "v")]
     assert not writer.conn.in_transaction
 

@@ -227,7 +227,7 @@ class PostgresBackend:
         budget = ResultBudget(limits)
         results: list[StatementResult] = []
         async with self._session(database, limits, read_only=read_only) as conn:
-            if len(statements) > 1 and all(statement.rows is None for statement in statements):
+            if len(statements) > 1 and all(statement.bulk is None for statement in statements):
                 return await _run_pipelined(conn, statements, texts, budget, limits, in_batch=in_batch)
             # One at a time; a bulk statement pipelines its own rows.
             for index, (statement, text) in enumerate(zip(statements, texts, strict=True)):
@@ -309,11 +309,11 @@ def _changes(status: str | None) -> int:
 
 
 async def _send(cur: psycopg.AsyncCursor[Any], statement: Statement, text: PostgresText) -> None:
-    if statement.rows is not None:
+    if statement.bulk is not None:
         if text.returning:
             raise bulk_returns_rows()
         # psycopg pipelines the runs: one round trip for all rows.
-        await cur.executemany(text.query, statement.rows)
+        await cur.executemany(text.query, statement.bulk.rows())
     elif text.placeholders:
         await cur.execute(text.query, statement.params)
     else:
@@ -342,7 +342,7 @@ async def _run_one(
     started = time.perf_counter()
     cur = conn.cursor()
     await _send(cur, statement, text)
-    return await _collect(cur, budget, time.perf_counter() - started, bulk=statement.rows is not None)
+    return await _collect(cur, budget, time.perf_counter() - started, bulk=statement.bulk is not None)
 
 
 async def _run_pipelined(

@@ -26,12 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from services.metadata.backends.sqlite_bulk import multirow_chunks
 from services.metadata.backends.sqlite_commits import GroupCommitter, GroupJob, Outcome
 from services.metadata.backends.sqlite_dump import dump_chunks, split_script
 from services.metadata.backends.sqlite_errors import NeedsWriter, translate
 from services.metadata.backends.sqlite_guard import Guard
 from services.metadata.config import MetadataSettings
 from services.metadata.model import (
+    Columns,
     DatabaseInfo,
     ImportSummary,
     Limits,
@@ -204,15 +206,15 @@ class _Connection:
             perf_counter, monotonic = time.perf_counter, time.monotonic
             last_sql: str | None = None
             inserts = False
-            for index, (sql, params, rows) in enumerate(statements):  # noqa: B007 - index names the failure below
+            for index, (sql, params, bulk) in enumerate(statements):  # noqa: B007 - index names the failure below
                 if sql != last_sql:
                     inserts = _keyword_allows_insert(sql)
                     last_sql = sql
                 started = perf_counter()
                 before = conn.total_changes
                 guard.deadline = monotonic() + timeout
-                if rows is not None:
-                    append(self._run_bulk(sql, rows, started, before, inserts))
+                if bulk is not None:
+                    append(self._run_bulk(sql, bulk, started, before, inserts))
                     continue
                 execute(sql, params)
                 if cursor.description:
@@ -232,21 +234,26 @@ class _Connection:
             guard.deadline = math.inf
         return results
 
-    def _run_bulk(
-        self, sql: str, rows: Sequence[tuple[SqlValue, ...]], started: float, before: int, inserts: bool
-    ) -> StatementResult:
+    def _run_bulk(self, sql: str, bulk: Columns, started: float, before: int, inserts: bool) -> StatementResult:
         """One statement run once per row of parameters, in the caller's transaction."""
         cursor = self.cursor
-        try:
-            cursor.executemany(sql, rows)
-        except sqlite3.ProgrammingError as exc:
-            if "only execute DML" in str(exc):
-                raise bulk_returns_rows() from exc
-            raise
-        if cursor.description:  # INSERT ... RETURNING: the rows were dropped, so refuse the statement
-            raise bulk_returns_rows()
+        chunks = multirow_chunks(sql, bulk)
+        if chunks is not None:  # a plain INSERT: a few hundred rows per step (see sqlite_bulk)
+            changes = 0
+            for text, params in chunks:
+                cursor.execute(text, params)
+                changes += max(cursor.rowcount, 0)
+        else:
+            try:
+                cursor.executemany(sql, bulk.rows())
+            except sqlite3.ProgrammingError as exc:
+                if "only execute DML" in str(exc):
+                    raise bulk_returns_rows() from exc
+                raise
+            if cursor.description:  # INSERT ... RETURNING: the rows were dropped, so refuse the statement
+                raise bulk_returns_rows()
+            changes = cursor.rowcount
         written = self.conn.total_changes - before
-        changes = cursor.rowcount
         if changes < 0:
             changes = written
         last_row_id = 0
@@ -471,7 +478,7 @@ class SqliteBackend:
         self, db: _Database, statements: Sequence[Statement], *, read_only: bool, in_batch: bool, limits: Limits
     ) -> list[StatementResult]:
         if read_only or (
-            len(statements) == 1 and statements[0].rows is None and leading_keyword(statements[0].sql) in _READ_KEYWORDS
+            len(statements) == 1 and statements[0].bulk is None and leading_keyword(statements[0].sql) in _READ_KEYWORDS
         ):
             try:
                 return await self._read(db, statements[0], limits)
