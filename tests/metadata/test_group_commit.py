@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from services.metadata.backends.sqlite import _Connection
-from services.metadata.backends.sqlite_commits import GroupJob
+from services.metadata.backends.sqlite_commits import GroupCommitter, GroupJob
 from services.metadata.config import MetadataSettings
 from services.metadata.model import Limits, Statement
 from services.runtime.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition
@@ -138,3 +138,29 @@ def test_concurrent_batches_over_grpc_each_get_their_own_outcome(tmp_path: Path)
             assert outcomes[i] == ((grpc.StatusCode.ALREADY_EXISTS, "1") if i % 3 == 0 else "ok"), i
         expected = {0} | {i for i in range(1, 31) if i % 3} | {i + 1000 for i in range(1, 31) if i % 3}
         assert {row[0] for row in rows(query(stub, "main", "SELECT id FROM t"))} == expected
+
+
+def test_a_cancelled_call_still_queued_never_runs(tmp_path: Path) -> None:
+    async def main() -> list[object]:
+        ran: list[list[GroupJob]] = []
+        release = asyncio.Event()
+
+        async def run(jobs: list[GroupJob]) -> list[object]:
+            ran.append(jobs)
+            await release.wait()  # the first group is still running while the others queue
+            return [[] for _ in jobs]
+
+        committer = GroupCommitter(run, 0)  # type: ignore[arg-type]
+        first = asyncio.create_task(committer.submit([insert(1)], LIMITS, in_batch=True))
+        await asyncio.sleep(0)
+        queued = asyncio.create_task(committer.submit([insert(2)], LIMITS, in_batch=True))
+        kept = asyncio.create_task(committer.submit([insert(3)], LIMITS, in_batch=True))
+        await asyncio.sleep(0)
+        queued.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        await first
+        await kept
+        return [[job.statements[0].params[0] for job in jobs] for jobs in ran]
+
+    assert asyncio.run(main()) == [[1], [3]]

@@ -52,9 +52,14 @@ class GroupCommitter:
         self._queue.append(job)
         if self._drainer is None:
             self._drainer = asyncio.create_task(self._drain())
-        # Shielded: a caller that gives up does not stop a transaction that may already be running.
+        # Shielded: a caller that gives up does not stop a transaction that may already be running;
+        # one still queued is withdrawn and never runs.
         try:
             outcome = await asyncio.wait_for(asyncio.shield(job.done), self._wait_seconds or None)
+        except asyncio.CancelledError:
+            if job in self._queue:
+                self._queue.remove(job)
+            raise
         except TimeoutError:
             if job not in self._queue:  # its group is running: it finishes like any other
                 outcome = await asyncio.shield(job.done)
