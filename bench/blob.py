@@ -15,7 +15,6 @@ Figures (targets from issue 4):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ import grpc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.runtime_baseline import serve_on_runtime  # noqa: E402
 from strata.blob.v1 import blob_pb2, blob_pb2_grpc  # noqa: E402
 from tests.support.servers import free_port, wait_serving  # noqa: E402
 
@@ -85,17 +85,11 @@ class _Sink(blob_pb2_grpc.BlobServiceServicer):
 
 
 def serve_sink(address: str) -> None:
-    from services.runtime.server import ManagedServer, ServiceSpec, serve_until_signalled
-    from services.runtime.settings import RuntimeSettings
-
-    async def main() -> None:
-        spec = ServiceSpec(
-            service_names=["strata.blob.v1.BlobService"],
-            register=lambda server: blob_pb2_grpc.add_BlobServiceServicer_to_server(_Sink(), server),
-        )
-        await serve_until_signalled(ManagedServer(spec, address, RuntimeSettings(log_level="warning")), 1.0)
-
-    asyncio.run(main())
+    serve_on_runtime(
+        address,
+        "strata.blob.v1.BlobService",
+        lambda server: blob_pb2_grpc.add_BlobServiceServicer_to_server(_Sink(), server),
+    )
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -18,7 +18,6 @@ The metadata server and the echo server each run in their own process, as deploy
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import os
 import random
@@ -37,7 +36,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.runtime.settings import RuntimeSettings  # noqa: E402
+from bench.runtime_baseline import serve_on_runtime  # noqa: E402
 from strata.metadata.v1 import metadata_pb2 as pb  # noqa: E402
 from strata.metadata.v1 import metadata_pb2_grpc  # noqa: E402
 from tests.support.servers import free_port, wait_serving  # noqa: E402
@@ -63,16 +62,11 @@ class _Echo(metadata_pb2_grpc.MetadataServiceServicer):
 
 
 def serve_echo(address: str) -> None:
-    from services.runtime.server import ManagedServer, ServiceSpec, serve_until_signalled
-
-    async def main() -> None:
-        spec = ServiceSpec(
-            service_names=["strata.metadata.v1.MetadataService"],
-            register=lambda server: metadata_pb2_grpc.add_MetadataServiceServicer_to_server(_Echo(), server),
-        )
-        await serve_until_signalled(ManagedServer(spec, address, RuntimeSettings(log_level="warning")), 1.0)
-
-    asyncio.run(main())
+    serve_on_runtime(
+        address,
+        "strata.metadata.v1.MetadataService",
+        lambda server: metadata_pb2_grpc.add_MetadataServiceServicer_to_server(_Echo(), server),
+    )
 
 
 # --- measurement helpers -----------------------------------------------------------------------

@@ -1,0 +1,22 @@
+"""A server on the services' own runtime (same interceptor, health, metrics) around a servicer that
+does no work: the baseline that shows what the runtime and Python gRPC cost by themselves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import grpc
+
+from services.runtime.server import ManagedServer, ServiceSpec, serve_until_signalled
+from services.runtime.settings import RuntimeSettings
+
+
+def serve_on_runtime(address: str, service_name: str, register: Callable[[grpc.aio.Server], None]) -> None:
+    """Serve until SIGTERM/SIGINT; `register` adds the do-nothing servicer."""
+
+    async def main() -> None:
+        spec = ServiceSpec(service_names=[service_name], register=register)
+        await serve_until_signalled(ManagedServer(spec, address, RuntimeSettings(log_level="warning")), 1.0)
+
+    asyncio.run(main())
