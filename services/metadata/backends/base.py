@@ -48,6 +48,8 @@ class MetadataBackend(Protocol):
     ) -> list[StatementResult]:
         """Run the statements in order as one transaction, all or nothing.
 
+        A statement with `bulk` runs once per row of its columns (like executemany) and returns
+        no rows; one that would (RETURNING) fails with `model.bulk_returns_rows()`.
         A failure carries ErrorInfo metadata "statement_index" (see `model.mark_statement`).
         With `read_only`, any statement that would write fails with InvalidArgument
         (reason READ_ONLY) and nothing is written.
