@@ -29,6 +29,7 @@ from services.vector.model import (
     VectorKey,
     VectorRecord,
     WriteResult,
+    keys_in,
 )
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -36,6 +37,9 @@ MAX_DIMENSIONS = 4096
 MAX_ID_BYTES = 64
 MAX_NAMESPACE_BYTES = 64
 MAX_METADATA_BYTES = 10 * 1024
+# Objects and lists inside one metadata object: deeper could not travel back as a Struct (protobuf
+# parsers stop at 100 message levels, two per JSON level).
+MAX_METADATA_DEPTH = 32
 MAX_DESCRIPTION_BYTES = 1024
 MAX_BATCH = 5000
 MAX_TOP_K = 100
@@ -53,6 +57,40 @@ class VectorInput:
     values: Sequence[float]
     metadata: Metadata
     namespace: str = ""
+
+
+@dataclass(frozen=True)
+class ColumnsInput:
+    """A batch in columns, as a caller sent it: ids, one buffer of little-endian float32
+    values row after row, each vector's metadata as JSON text (or none), one namespace."""
+
+    ids: Sequence[str]
+    values: bytes
+    metadata_json: Sequence[str]
+    namespace: str = ""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+# Strict JSON: Python's own json.loads would accept NaN and Infinity.
+_METADATA_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of objects and lists: 1 for a flat object."""
+    deepest, level, stack = 0, 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+        else:
+            continue
+        deepest = max(deepest, level)
+    return deepest
 
 
 def _check_index_name(name: str) -> None:
@@ -169,17 +207,32 @@ class VectorCore:
 
     # ---- writes ----------------------------------------------------------------------
 
-    async def write(self, name: str, vectors: Sequence[VectorInput], *, replace: bool) -> WriteResult:
+    async def write(
+        self, name: str, vectors: Sequence[VectorInput], columns: ColumnsInput | None, *, replace: bool
+    ) -> WriteResult:
         _check_index_name(name)
+        if columns is not None and vectors:
+            raise InvalidArgument("set either vectors or columns, not both", reason="VECTORS_OR_COLUMNS")
         spec = await self.backend.describe(name)
-        batch = self._batch(spec, vectors)
+        batch = self._batch(spec, vectors) if columns is None else self._columns_batch(spec, columns)
         return await self.backend.write(name, batch, replace=replace)
 
+    @staticmethod
+    def _check_batch_size(size: int) -> None:
+        if not 1 <= size <= MAX_BATCH:
+            raise InvalidArgument(f"a batch holds 1..{MAX_BATCH} vectors, not {size}", reason="INVALID_BATCH_SIZE")
+
+    @staticmethod
+    def _duplicate(key: VectorKey) -> InvalidArgument:
+        return InvalidArgument(
+            f"id {key.id!r} appears more than once in the batch"
+            + (f" (namespace {key.namespace!r})" if key.namespace else ""),
+            reason="DUPLICATE_ID",
+            metadata={"id": key.id},
+        )
+
     def _batch(self, spec: IndexSpec, vectors: Sequence[VectorInput]) -> VectorBatch:
-        if not 1 <= len(vectors) <= MAX_BATCH:
-            raise InvalidArgument(
-                f"a batch holds 1..{MAX_BATCH} vectors, not {len(vectors)}", reason="INVALID_BATCH_SIZE"
-            )
+        self._check_batch_size(len(vectors))
         keys: list[VectorKey] = []
         seen: set[VectorKey] = set()
         matrix = np.empty((len(vectors), spec.dimensions), dtype=np.float32)
@@ -188,12 +241,7 @@ class VectorCore:
         for row, vector in enumerate(vectors):
             key = _key(vector.id, vector.namespace)
             if key in seen:
-                raise InvalidArgument(
-                    f"id {key.id!r} appears more than once in the batch"
-                    + (f" (namespace {key.namespace!r})" if key.namespace else ""),
-                    reason="DUPLICATE_ID",
-                    metadata={"id": key.id},
-                )
+                raise self._duplicate(key)
             seen.add(key)
             keys.append(key)
             if len(vector.values) != spec.dimensions:
@@ -208,6 +256,96 @@ class VectorCore:
             metadata_json.append(self._metadata_json(key.id, vector.metadata))
         self._check_finite(spec, matrix, keys)
         return VectorBatch(keys, matrix, metadata, metadata_json)
+
+    def _columns_batch(self, spec: IndexSpec, columns: ColumnsInput) -> VectorBatch:
+        """The columnar form: no per-vector message, one buffer of values, metadata kept as
+        the caller's JSON text (logged as is, parsed once here)."""
+        ids = list(columns.ids)
+        count = len(ids)
+        self._check_batch_size(count)
+        namespace = columns.namespace
+        _check_text("namespace", namespace, MAX_NAMESPACE_BYTES, allow_empty=True)
+        joined = "".join(ids)
+        if not (
+            joined.isascii() and "\x00" not in joined and 0 < min(map(len, ids)) and max(map(len, ids)) <= MAX_ID_BYTES
+        ):
+            for vid in ids:  # the slow check, naming the id at fault (non-ASCII ids may still fit)
+                _check_text("id", vid, MAX_ID_BYTES, allow_empty=False)
+        keys = keys_in(namespace, ids)
+        if len(set(ids)) != count:
+            seen: set[str] = set()
+            for key in keys:
+                if key.id in seen:
+                    raise self._duplicate(key)
+                seen.add(key.id)
+        expected = count * spec.dimensions * 4
+        if len(columns.values) != expected:
+            raise InvalidArgument(
+                f"columns.values holds {len(columns.values)} bytes; {count} vectors of {spec.dimensions} "
+                f"float32 values (index {spec.name!r}) take {expected}",
+                reason="DIMENSION_MISMATCH",
+            )
+        matrix = np.frombuffer(columns.values, dtype="<f4").astype(np.float32, copy=False).reshape(count, -1)
+        self._check_finite(spec, matrix, keys)
+        metadata, metadata_json = self._parse_metadata(ids, list(columns.metadata_json))
+        return VectorBatch(keys, matrix, metadata, metadata_json)
+
+    @staticmethod
+    def _parse_metadata(ids: list[str], texts: list[str]) -> tuple[list[Metadata], list[str]]:
+        if not texts:
+            return [{} for _ in ids], ["{}"] * len(ids)
+        if len(texts) != len(ids):
+            raise InvalidArgument(
+                f"columns.metadata_json has {len(texts)} entries for {len(ids)} ids; give one per id or none",
+                reason="INVALID_METADATA",
+            )
+        # scan_once is the C scanner behind decode(); decode() runs only for text it rejects, and
+        # gives the precise error (or accepts surrounding whitespace).
+        scan, decode = _METADATA_DECODER.scan_once, _METADATA_DECODER.decode  # type: ignore[attr-defined]
+        metadata: list[Metadata] = []
+        for vid, text in zip(ids, texts, strict=True):
+            if not text:
+                metadata.append({})
+                continue
+            if len(text) * 4 > MAX_METADATA_BYTES and len(text.encode()) > MAX_METADATA_BYTES:
+                raise InvalidArgument(
+                    f"metadata of vector {vid!r} is {len(text.encode())} bytes; the limit is {MAX_METADATA_BYTES}",
+                    reason="METADATA_TOO_LARGE",
+                    metadata={"id": vid},
+                )
+            try:
+                try:
+                    value, end = scan(text, 0)
+                except StopIteration:
+                    end = -1
+                if end != len(text):  # not JSON, or whitespace or more text after it: decode() judges
+                    value = decode(text)
+            except RecursionError as exc:
+                raise InvalidArgument(
+                    f"metadata of vector {vid!r} nests deeper than {MAX_METADATA_DEPTH} levels",
+                    reason="INVALID_METADATA",
+                    metadata={"id": vid},
+                ) from exc
+            except ValueError as exc:
+                raise InvalidArgument(
+                    f"metadata of vector {vid!r} is not valid JSON: {exc}",
+                    reason="INVALID_METADATA",
+                    metadata={"id": vid},
+                ) from exc
+            if (text.count("{") + text.count("[") > MAX_METADATA_DEPTH) and _depth(value) > MAX_METADATA_DEPTH:
+                raise InvalidArgument(
+                    f"metadata of vector {vid!r} nests deeper than {MAX_METADATA_DEPTH} levels",
+                    reason="INVALID_METADATA",
+                    metadata={"id": vid},
+                )
+            if type(value) is not dict:
+                raise InvalidArgument(
+                    f"metadata of vector {vid!r} must be a JSON object, not {type(value).__name__}",
+                    reason="INVALID_METADATA",
+                    metadata={"id": vid},
+                )
+            metadata.append(value)
+        return metadata, [text or "{}" for text in texts]
 
     @staticmethod
     def _metadata_json(vid: str, metadata: Metadata) -> str:

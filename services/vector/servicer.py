@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
-from services.vector.core import VectorCore, VectorInput
+from services.vector.core import ColumnsInput, VectorCore, VectorInput
 from services.vector.model import HnswParams, IndexInfo, IndexType, Metric, VectorRecord
 from strata.vector.v1 import vector_pb2, vector_pb2_grpc
 
@@ -85,6 +85,13 @@ def _inputs(vectors: Any) -> list[VectorInput]:
     return [VectorInput(v.id, v.values, _dict(v.metadata), v.namespace) for v in vectors]
 
 
+def _columns(request: Any) -> ColumnsInput | None:
+    if not request.HasField("columns"):
+        return None
+    columns = request.columns
+    return ColumnsInput(columns.ids, columns.values, columns.metadata_json, columns.namespace)
+
+
 class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
     def __init__(self, core: VectorCore, hnsw_defaults: HnswParams) -> None:
         self.core = core
@@ -121,7 +128,7 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
         return vector_pb2.DeleteIndexResponse()
 
     async def InsertVectors(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        result = await self.core.write(request.index_name, _inputs(request.vectors), replace=False)
+        result = await self.core.write(request.index_name, _inputs(request.vectors), _columns(request), replace=False)
         return vector_pb2.InsertVectorsResponse(
             mutation_id=result.mutation_id,
             inserted_count=result.count,
@@ -130,7 +137,7 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
         )
 
     async def UpsertVectors(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        result = await self.core.write(request.index_name, _inputs(request.vectors), replace=True)
+        result = await self.core.write(request.index_name, _inputs(request.vectors), _columns(request), replace=True)
         return vector_pb2.UpsertVectorsResponse(mutation_id=result.mutation_id, upserted_count=result.count)
 
     async def Query(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

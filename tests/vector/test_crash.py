@@ -3,6 +3,7 @@ nothing else (each client may have one write in doubt, which is all-or-nothing).
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,18 @@ class Client(threading.Thread):
             state = {k: v for k, v in state.items() if not v[1] < arg}
         return state
 
+    def _upsert(self, arg: list[tuple[str, list[float], float]]) -> pb.UpsertVectorsRequest:
+        """Client 1 writes in columns (metadata as JSON text), the others as Vector messages."""
+        if self.number == 1:
+            columns = pb.VectorColumns(
+                ids=[vid for vid, _, _ in arg],
+                values=np.asarray([values for _, values, _ in arg], dtype="<f4").tobytes(),
+                metadata_json=[json.dumps({"client": self.number, "slot": slot}) for _, _, slot in arg],
+            )
+            return pb.UpsertVectorsRequest(index_name="crash", columns=columns)
+        vectors = [vec(v, values, {"client": self.number, "slot": slot}) for v, values, slot in arg]
+        return pb.UpsertVectorsRequest(index_name="crash", vectors=vectors)
+
     def run(self) -> None:
         with grpc.insecure_channel(self.address) as channel:
             stub = vector_pb2_grpc.VectorServiceStub(channel)
@@ -73,10 +86,7 @@ class Client(threading.Thread):
                 kind, arg = op
                 try:
                     if kind == "upsert":
-                        vectors = [vec(v, values, {"client": self.number, "slot": slot}) for v, values, slot in arg]
-                        reply = stub.UpsertVectors(
-                            pb.UpsertVectorsRequest(index_name="crash", vectors=vectors), timeout=10
-                        )
+                        reply = stub.UpsertVectors(self._upsert(arg), timeout=10)
                     elif kind == "delete_ids":
                         reply = stub.DeleteVectors(pb.DeleteVectorsRequest(index_name="crash", ids=arg), timeout=10)
                     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -41,6 +42,16 @@ def _index_dir(tmp_path: Path, name: str) -> Path:
 def _workload(stub: Any, name: str, rounds: int) -> None:
     rng = np.random.default_rng(7)
     for r in range(rounds):
+        if r % 2:  # every other batch in columns: one namespace, metadata as JSON text
+            values = rng.standard_normal((10, 8)).astype("<f4")
+            columns = pb.VectorColumns(
+                ids=[f"v{(r * 7 + i) % 40}" for i in range(10)],
+                values=values.tobytes(),
+                metadata_json=[json.dumps({"round": r, "i": i, "form": "columns"}) for i in range(10)],
+                namespace=f"n{r % 4}",
+            )
+            stub.UpsertVectors(pb.UpsertVectorsRequest(index_name=name, columns=columns))
+            continue
         batch = [
             vec(f"v{(r * 7 + i) % 40}", rng.standard_normal(8).tolist(), {"round": r, "i": i}, namespace=f"n{i % 2}")
             for i in range(10)

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +106,19 @@ class _Pending:
         return key in self.by_key
 
 
-class _Record:
-    __slots__ = ("key", "metadata", "raw")
+class _Record(tuple):  # type: ignore[type-arg]
+    """(key, metadata, raw): a tuple so a batch's records are built by `map` without a Python
+    call per vector. `raw` is the caller's values, kept only for cosine (FAISS holds them
+    normalised)."""
 
-    def __init__(self, key: VectorKey, metadata: Metadata, raw: Vector32 | None) -> None:
-        self.key = key
-        self.metadata = metadata
-        self.raw = raw  # the caller's values, kept only for cosine (FAISS holds them normalised)
+    __slots__ = ()
+    key: VectorKey = property(itemgetter(0))  # type: ignore[assignment]
+    metadata: Metadata = property(itemgetter(1))  # type: ignore[assignment]
+    raw: Vector32 | None = property(itemgetter(2))  # type: ignore[assignment]
+
+    @classmethod
+    def of(cls, key: VectorKey, metadata: Metadata, raw: Vector32 | None) -> _Record:
+        return cls((key, metadata, raw))
 
 
 def _new_faiss_index(spec: IndexSpec) -> Any:
@@ -392,14 +399,19 @@ class FaissIndex:
                 assert entry.values is not None and entry.metadata is not None
                 if not added:
                     self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), new_ids)
-                keep_raw = self.spec.metric is Metric.COSINE
-                for row, (internal, key) in enumerate(zip(new_ids.tolist(), entry.keys, strict=True)):
-                    metadata = entry.metadata[row]
-                    raw = entry.values[row] if keep_raw else None  # a view: the logged batch is never modified
-                    self._records[internal] = _Record(key, metadata, raw)
-                    self._by_key[key] = internal
-                    self._namespaces.setdefault(key.namespace, set()).add(internal)
-                    self._postings.add(internal, metadata)
+                internals = new_ids.tolist()
+                # Row views: the logged batch is never modified. Bulk `update`s, no loop per vector.
+                raws = list(entry.values) if self.spec.metric is Metric.COSINE else [None] * len(internals)
+                records = map(_Record, zip(entry.keys, entry.metadata, raws, strict=True))
+                self._records.update(zip(internals, records, strict=True))
+                self._by_key.update(zip(entry.keys, internals, strict=True))
+                namespaces = {key.namespace for key in entry.keys}
+                if len(namespaces) == 1:
+                    self._namespaces.setdefault(namespaces.pop(), set()).update(internals)
+                else:
+                    for internal, key in zip(internals, entry.keys, strict=True):
+                        self._namespaces.setdefault(key.namespace, set()).add(internal)
+                self._postings.add_many(internals, entry.metadata)
                 self._next_id += len(new_ids)
             if old or (new_ids is not None and len(new_ids)):
                 self._sorted = None
@@ -462,7 +474,7 @@ class FaissIndex:
         raw = state["raw"]
         for row, (internal, namespace, vid, metadata) in enumerate(state["records"]):
             key = VectorKey(namespace, vid)
-            self._records[internal] = _Record(key, metadata, None if raw is None else raw[row])
+            self._records[internal] = _Record.of(key, metadata, None if raw is None else raw[row])
             self._by_key[key] = internal
             self._namespaces.setdefault(namespace, set()).add(internal)
         self._postings.by_path = pickle.loads(state["postings"])

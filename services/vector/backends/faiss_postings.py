@@ -37,6 +37,34 @@ class Postings:
         for path, key in leaves(metadata):
             self.by_path.setdefault(path, {}).setdefault(key, set()).add(internal_id)
 
+    def add_many(self, internal_ids: list[int], metadata: list[dict[str, Any]]) -> None:
+        """`add` for a batch; flat string and number fields (the common case) take a fast path."""
+        by_path = self.by_path
+        for internal_id, fields in zip(internal_ids, metadata, strict=True):
+            if not fields:
+                continue
+            for name, value in fields.items():
+                kind = type(value)
+                if kind is str:
+                    key: ValueKey = ("s", value)
+                elif kind is float or kind is int:
+                    key = ("n", float(value))
+                else:
+                    # bool, nested object, list or null: the general walk, for this field only
+                    for path, other in leaves({name: value}):
+                        by_path.setdefault(path, {}).setdefault(other, set()).add(internal_id)
+                    continue
+                if "." in name:
+                    continue  # a dotted path could not address it
+                values = by_path.get(name)
+                if values is None:
+                    values = by_path[name] = {}
+                ids = values.get(key)
+                if ids is None:
+                    values[key] = {internal_id}
+                else:
+                    ids.add(internal_id)
+
     def remove(self, internal_id: int, metadata: dict[str, Any] | None) -> None:
         for path, key in leaves(metadata):
             values = self.by_path.get(path)

@@ -26,17 +26,17 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dstrata/vector/v1/vector.proto\x12\x10strata.vector.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"C\n\nHnswConfig\x12\t\n\x01m\x18\x01 \x01(\x05\x12\x17\n\x0f\x65\x66_construction\x18\x02 \x01(\x05\x12\x11\n\tef_search\x18\x03 \x01(\x05\"\xa6\x02\n\x05Index\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\x05\x12(\n\x06metric\x18\x03 \x01(\x0e\x32\x18.strata.vector.v1.Metric\x12/\n\nindex_type\x18\x04 \x01(\x0e\x32\x1b.strata.vector.v1.IndexType\x12*\n\x04hnsw\x18\x05 \x01(\x0b\x32\x1c.strata.vector.v1.HnswConfig\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x14\n\x0cvector_count\x18\x07 \x01(\x03\x12\x18\n\x10last_mutation_id\x18\x08 \x01(\x03\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd2\x01\n\x12\x43reateIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\x05\x12(\n\x06metric\x18\x03 \x01(\x0e\x32\x18.strata.vector.v1.Metric\x12/\n\nindex_type\x18\x04 \x01(\x0e\x32\x1b.strata.vector.v1.IndexType\x12*\n\x04hnsw\x18\x05 \x01(\x0b\x32\x1c.strata.vector.v1.HnswConfig\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\"=\n\x13\x43reateIndexResponse\x12&\n\x05index\x18\x01 \x01(\x0b\x32\x17.strata.vector.v1.Index\"\x1f\n\x0fGetIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x10GetIndexResponse\x12&\n\x05index\x18\x01 \x01(\x0b\x32\x17.strata.vector.v1.Index\";\n\x12ListIndexesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x13ListIndexesResponse\x12(\n\x07indexes\x18\x01 \x03(\x0b\x32\x17.strata.vector.v1.Index\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12\x44\x65leteIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteIndexResponse\"b\n\x06Vector\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tnamespace\x18\x04 \x01(\t\"U\n\x14InsertVectorsRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12)\n\x07vectors\x18\x02 \x03(\x0b\x32\x18.strata.vector.v1.Vector\"p\n\x15InsertVectorsResponse\x12\x13\n\x0bmutation_id\x18\x01 \x01(\x03\x12\x16\n\x0einserted_count\x18\x02 \x01(\x05\x12\x15\n\rskipped_count\x18\x03 \x01(\x05\x12\x13\n\x0bskipped_ids\x18\x04 \x03(\t\"U\n\x14UpsertVectorsRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12)\n\x07vectors\x18\x02 \x03(\x0b\x32\x18.strata.vector.v1.Vector\"D\n\x15UpsertVectorsResponse\x12\x13\n\x0bmutation_id\x18\x01 \x01(\x03\x12\x16\n\x0eupserted_count\x18\x02 \x01(\x05\"\xad\x01\n\x0cQueryRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\'\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x15\n\rreturn_values\x18\x06 \x01(\x08\x12\x17\n\x0freturn_metadata\x18\x07 \x01(\x08\"p\n\x05Match\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06values\x18\x03 \x03(\x02\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tnamespace\x18\x05 \x01(\t\"9\n\rQueryResponse\x12(\n\x07matches\x18\x01 \x03(\x0b\x32\x17.strata.vector.v1.Match\"p\n\x11GetVectorsRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\'\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tnamespace\x18\x04 \x01(\t\"?\n\x12GetVectorsResponse\x12)\n\x07vectors\x18\x01 \x03(\x0b\x32\x18.strata.vector.v1.Vector\"s\n\x14\x44\x65leteVectorsRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\'\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tnamespace\x18\x04 \x01(\t\"C\n\x15\x44\x65leteVectorsResponse\x12\x13\n\x0bmutation_id\x18\x01 \x01(\x03\x12\x15\n\rdeleted_count\x18\x02 \x01(\x05\"\xbb\x01\n\x12ListVectorsRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\'\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rreturn_values\x18\x06 \x01(\x08\x12\x17\n\x0freturn_metadata\x18\x07 \x01(\x08\"Y\n\x13ListVectorsResponse\x12)\n\x07vectors\x18\x01 \x03(\x0b\x32\x18.strata.vector.v1.Vector\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*a\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n\rMETRIC_COSINE\x10\x01\x12\x14\n\x10METRIC_EUCLIDEAN\x10\x02\x12\x16\n\x12METRIC_DOT_PRODUCT\x10\x03*Q\n\tIndexType\x12\x1a\n\x16INDEX_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fINDEX_TYPE_FLAT\x10\x01\x12\x13\n\x0fINDEX_TYPE_HNSW\x10\x02\x32\x9b\x07\n\rVectorService\x12Z\n\x0b\x43reateIndex\x12$.strata.vector.v1.CreateIndexRequest\x1a%.strata.vector.v1.CreateIndexResponse\x12Q\n\x08GetIndex\x12!.strata.vector.v1.GetIndexRequest\x1a\".strata.vector.v1.GetIndexResponse\x12Z\n\x0bListIndexes\x12$.strata.vector.v1.ListIndexesRequest\x1a%.strata.vector.v1.ListIndexesResponse\x12Z\n\x0b\x44\x65leteIndex\x12$.strata.vector.v1.DeleteIndexRequest\x1a%.strata.vector.v1.DeleteIndexResponse\x12`\n\rInsertVectors\x12&.strata.vector.v1.InsertVectorsRequest\x1a\'.strata.vector.v1.InsertVectorsResponse\x12`\n\rUpsertVectors\x12&.strata.vector.v1.UpsertVectorsRequest\x1a\'.strata.vector.v1.UpsertVectorsResponse\x12H\n\x05Query\x12\x1e.strata.vector.v1.QueryRequest\x1a\x1f.strata.vector.v1.QueryResponse\x12W\n\nGetVectors\x12#.strata.vector.v1.GetVectorsRequest\x1a$.strata.vector.v1.GetVectorsResponse\x12`\n\rDeleteVectors\x12&.strata.vector.v1.DeleteVectorsRequest\x1a\'.strata.vector.v1.DeleteVectorsResponse\x12Z\n\x0bListVectors\x12$.strata.vector.v1.ListVectorsRequest\x1a%.strata.vector.v1.ListVectorsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dstrata/vector/v1/vector.proto\x12\x10strata.vector.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"C\n\nHnswConfig\x12\t\n\x01m\x18\x01 \x01(\x05\x12\x17\n\x0f\x65\x66_construction\x18\x02 \x01(\x05\x12\x11\n\tef_search\x18\x03 \x01(\x05\"\xa6\x02\n\x05Index\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\x05\x12(\n\x06metric\x18\x03 \x01(\x0e\x32\x18.strata.vector.v1.Metric\x12/\n\nindex_type\x18\x04 \x01(\x0e\x32\x1b.strata.vector.v1.IndexType\x12*\n\x04hnsw\x18\x05 \x01(\x0b\x32\x1c.strata.vector.v1.HnswConfig\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x14\n\x0cvector_count\x18\x07 \x01(\x03\x12\x18\n\x10last_mutation_id\x18\x08 \x01(\x03\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd2\x01\n\x12\x43reateIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\x05\x12(\n\x06metric\x18\x03 \x01(\x0e\x32\x18.strata.vector.v1.Metric\x12/\n\nindex_type\x18\x04 \x01(\x0e\x32\x1b.strata.vector.v1.IndexType\x12*\n\x04hnsw\x18\x05 \x01(\x0b\x32\x1c.strata.vector.v1.HnswConfig\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\"=\n\x13\x43reateIndexResponse\x12&\n\x05index\x18\x01 \x01(\x0b\x32\x17.strata.vector.v1.Index\"\x1f\n\x0fGetIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x10GetIndexResponse\x12&\n\x05index\x18\x01 \x01(\x0b\x32\x17.strata.vector.v1.Index\";\n\x12ListIndexesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x13ListIndexesResponse\x12(\n\x07indexes\x18\x01 \x03(\x0b\x32\x17.strata.vector.v1.Index\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12\x44\x65leteIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteIndexResponse\"b\n\x06Vector\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tnamespace\x18\x04 \x01(\t\"V\n\rVectorColumns\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0e\n\x06values\x18\x02 \x01(\x0c\x12\x15\n\rmetadata_json\x18\x03 \x03(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\"\x87\x01\n\x14InsertVectorsRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12)\n\x07vectors\x18\x02 \x03(\x0b\x32\x18.strata.vector.v1.Vector\x12\x30\n\x07\x63olumns\x18\x03 \x01(\x0b\x32\x1f.strata.vector.v1.VectorColumns\"p\n\x15InsertVectorsResponse\x12\x13\n\x0bmutation_id\x18\x01 \x01(\x03\x12\x16\n\x0einserted_count\x18\x02 \x01(\x05\x12\x15\n\rskipped_count\x18\x03 \x01(\x05\x12\x13\n\x0bskipped_ids\x18\x04 \x03(\t\"\x87\x01\n\x14UpsertVectorsRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12)\n\x07vectors\x18\x02 \x03(\x0b\x32\x18.strata.vector.v1.Vector\x12\x30\n\x07\x63olumns\x18\x03 \x01(\x0b\x32\x1f.strata.vector.v1.VectorColumns\"D\n\x15UpsertVectorsResponse\x12\x13\n\x0bmutation_id\x18\x01 \x01(\x03\x12\x16\n\x0eupserted_count\x18\x02 \x01(\x05\"\xad\x01\n\x0cQueryRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\'\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x15\n\rreturn_values\x18\x06 \x01(\x08\x12\x17\n\x0freturn_metadata\x18\x07 \x01(\x08\"p\n\x05Match\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06values\x18\x03 \x03(\x02\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tnamespace\x18\x05 \x01(\t\"9\n\rQueryResponse\x12(\n\x07matches\x18\x01 \x03(\x0b\x32\x17.strata.vector.v1.Match\"p\n\x11GetVectorsRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\'\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tnamespace\x18\x04 \x01(\t\"?\n\x12GetVectorsResponse\x12)\n\x07vectors\x18\x01 \x03(\x0b\x32\x18.strata.vector.v1.Vector\"s\n\x14\x44\x65leteVectorsRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\'\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tnamespace\x18\x04 \x01(\t\"C\n\x15\x44\x65leteVectorsResponse\x12\x13\n\x0bmutation_id\x18\x01 \x01(\x03\x12\x15\n\rdeleted_count\x18\x02 \x01(\x05\"\xbb\x01\n\x12ListVectorsRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\'\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rreturn_values\x18\x06 \x01(\x08\x12\x17\n\x0freturn_metadata\x18\x07 \x01(\x08\"Y\n\x13ListVectorsResponse\x12)\n\x07vectors\x18\x01 \x03(\x0b\x32\x18.strata.vector.v1.Vector\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*a\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n\rMETRIC_COSINE\x10\x01\x12\x14\n\x10METRIC_EUCLIDEAN\x10\x02\x12\x16\n\x12METRIC_DOT_PRODUCT\x10\x03*Q\n\tIndexType\x12\x1a\n\x16INDEX_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fINDEX_TYPE_FLAT\x10\x01\x12\x13\n\x0fINDEX_TYPE_HNSW\x10\x02\x32\x9b\x07\n\rVectorService\x12Z\n\x0b\x43reateIndex\x12$.strata.vector.v1.CreateIndexRequest\x1a%.strata.vector.v1.CreateIndexResponse\x12Q\n\x08GetIndex\x12!.strata.vector.v1.GetIndexRequest\x1a\".strata.vector.v1.GetIndexResponse\x12Z\n\x0bListIndexes\x12$.strata.vector.v1.ListIndexesRequest\x1a%.strata.vector.v1.ListIndexesResponse\x12Z\n\x0b\x44\x65leteIndex\x12$.strata.vector.v1.DeleteIndexRequest\x1a%.strata.vector.v1.DeleteIndexResponse\x12`\n\rInsertVectors\x12&.strata.vector.v1.InsertVectorsRequest\x1a\'.strata.vector.v1.InsertVectorsResponse\x12`\n\rUpsertVectors\x12&.strata.vector.v1.UpsertVectorsRequest\x1a\'.strata.vector.v1.UpsertVectorsResponse\x12H\n\x05Query\x12\x1e.strata.vector.v1.QueryRequest\x1a\x1f.strata.vector.v1.QueryResponse\x12W\n\nGetVectors\x12#.strata.vector.v1.GetVectorsRequest\x1a$.strata.vector.v1.GetVectorsResponse\x12`\n\rDeleteVectors\x12&.strata.vector.v1.DeleteVectorsRequest\x1a\'.strata.vector.v1.DeleteVectorsResponse\x12Z\n\x0bListVectors\x12$.strata.vector.v1.ListVectorsRequest\x1a%.strata.vector.v1.ListVectorsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'strata.vector.v1.vector_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METRIC']._serialized_start=2512
-  _globals['_METRIC']._serialized_end=2609
-  _globals['_INDEXTYPE']._serialized_start=2611
-  _globals['_INDEXTYPE']._serialized_end=2692
+  _globals['_METRIC']._serialized_start=2702
+  _globals['_METRIC']._serialized_end=2799
+  _globals['_INDEXTYPE']._serialized_start=2801
+  _globals['_INDEXTYPE']._serialized_end=2882
   _globals['_HNSWCONFIG']._serialized_start=114
   _globals['_HNSWCONFIG']._serialized_end=181
   _globals['_INDEX']._serialized_start=184
@@ -59,32 +59,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEINDEXRESPONSE']._serialized_end=1057
   _globals['_VECTOR']._serialized_start=1059
   _globals['_VECTOR']._serialized_end=1157
-  _globals['_INSERTVECTORSREQUEST']._serialized_start=1159
-  _globals['_INSERTVECTORSREQUEST']._serialized_end=1244
-  _globals['_INSERTVECTORSRESPONSE']._serialized_start=1246
-  _globals['_INSERTVECTORSRESPONSE']._serialized_end=1358
-  _globals['_UPSERTVECTORSREQUEST']._serialized_start=1360
-  _globals['_UPSERTVECTORSREQUEST']._serialized_end=1445
-  _globals['_UPSERTVECTORSRESPONSE']._serialized_start=1447
-  _globals['_UPSERTVECTORSRESPONSE']._serialized_end=1515
-  _globals['_QUERYREQUEST']._serialized_start=1518
-  _globals['_QUERYREQUEST']._serialized_end=1691
-  _globals['_MATCH']._serialized_start=1693
-  _globals['_MATCH']._serialized_end=1805
-  _globals['_QUERYRESPONSE']._serialized_start=1807
-  _globals['_QUERYRESPONSE']._serialized_end=1864
-  _globals['_GETVECTORSREQUEST']._serialized_start=1866
-  _globals['_GETVECTORSREQUEST']._serialized_end=1978
-  _globals['_GETVECTORSRESPONSE']._serialized_start=1980
-  _globals['_GETVECTORSRESPONSE']._serialized_end=2043
-  _globals['_DELETEVECTORSREQUEST']._serialized_start=2045
-  _globals['_DELETEVECTORSREQUEST']._serialized_end=2160
-  _globals['_DELETEVECTORSRESPONSE']._serialized_start=2162
-  _globals['_DELETEVECTORSRESPONSE']._serialized_end=2229
-  _globals['_LISTVECTORSREQUEST']._serialized_start=2232
-  _globals['_LISTVECTORSREQUEST']._serialized_end=2419
-  _globals['_LISTVECTORSRESPONSE']._serialized_start=2421
-  _globals['_LISTVECTORSRESPONSE']._serialized_end=2510
-  _globals['_VECTORSERVICE']._serialized_start=2695
-  _globals['_VECTORSERVICE']._serialized_end=3618
+  _globals['_VECTORCOLUMNS']._serialized_start=1159
+  _globals['_VECTORCOLUMNS']._serialized_end=1245
+  _globals['_INSERTVECTORSREQUEST']._serialized_start=1248
+  _globals['_INSERTVECTORSREQUEST']._serialized_end=1383
+  _globals['_INSERTVECTORSRESPONSE']._serialized_start=1385
+  _globals['_INSERTVECTORSRESPONSE']._serialized_end=1497
+  _globals['_UPSERTVECTORSREQUEST']._serialized_start=1500
+  _globals['_UPSERTVECTORSREQUEST']._serialized_end=1635
+  _globals['_UPSERTVECTORSRESPONSE']._serialized_start=1637
+  _globals['_UPSERTVECTORSRESPONSE']._serialized_end=1705
+  _globals['_QUERYREQUEST']._serialized_start=1708
+  _globals['_QUERYREQUEST']._serialized_end=1881
+  _globals['_MATCH']._serialized_start=1883
+  _globals['_MATCH']._serialized_end=1995
+  _globals['_QUERYRESPONSE']._serialized_start=1997
+  _globals['_QUERYRESPONSE']._serialized_end=2054
+  _globals['_GETVECTORSREQUEST']._serialized_start=2056
+  _globals['_GETVECTORSREQUEST']._serialized_end=2168
+  _globals['_GETVECTORSRESPONSE']._serialized_start=2170
+  _globals['_GETVECTORSRESPONSE']._serialized_end=2233
+  _globals['_DELETEVECTORSREQUEST']._serialized_start=2235
+  _globals['_DELETEVECTORSREQUEST']._serialized_end=2350
+  _globals['_DELETEVECTORSRESPONSE']._serialized_start=2352
+  _globals['_DELETEVECTORSRESPONSE']._serialized_end=2419
+  _globals['_LISTVECTORSREQUEST']._serialized_start=2422
+  _globals['_LISTVECTORSREQUEST']._serialized_end=2609
+  _globals['_LISTVECTORSRESPONSE']._serialized_start=2611
+  _globals['_LISTVECTORSRESPONSE']._serialized_end=2700
+  _globals['_VECTORSERVICE']._serialized_start=2885
+  _globals['_VECTORSERVICE']._serialized_end=3808
 # @@protoc_insertion_point(module_scope)

@@ -407,6 +407,52 @@ class Vector(_message.Message):
 Global___Vector: _TypeAlias = Vector  # noqa: Y015
 
 @_typing.final
+class VectorColumns(_message.Message):
+    """VectorColumns is a batch of vectors laid out in columns: the fast form for bulk loads.
+    It holds what a list of Vector messages holds, packed so that neither side builds or
+    parses a message per vector (values are one buffer, metadata is JSON text).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    METADATA_JSON_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    values: _builtins.bytes
+    """Every vector's values, row after row: len(ids) x the index's dimensions finite
+    float32 values, little-endian IEEE 754, 4 bytes each.
+    """
+    namespace: _builtins.str
+    """The namespace of every vector in the batch; empty is the default namespace."""
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One id per vector, 1-64 bytes of UTF-8 each; ids must not repeat within the batch."""
+
+    @_builtins.property
+    def metadata_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Each vector's metadata as the text of a JSON object (RFC 8259: no NaN or Infinity),
+        at most 10 KiB of UTF-8 and 32 levels of nesting; an empty string means no metadata.
+        Either empty (no vector has metadata) or exactly one entry per id.
+        """
+
+    def __init__(
+        self,
+        *,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+        values: _builtins.bytes = ...,
+        metadata_json: _abc.Iterable[_builtins.str] | None = ...,
+        namespace: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "metadata_json", b"metadata_json", "namespace", b"namespace", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VectorColumns: _TypeAlias = VectorColumns  # noqa: Y015
+
+@_typing.final
 class InsertVectorsRequest(_message.Message):
     """InsertVectorsRequest is a batch of new vectors."""
 
@@ -414,21 +460,27 @@ class InsertVectorsRequest(_message.Message):
 
     INDEX_NAME_FIELD_NUMBER: _builtins.int
     VECTORS_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     index_name: _builtins.str
     """Index name."""
     @_builtins.property
     def vectors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Vector]:
-        """The vectors, 1..5000; ids must not repeat within the batch."""
+        """The vectors, 1..5000; ids must not repeat within the batch. Set this or `columns`."""
+
+    @_builtins.property
+    def columns(self) -> Global___VectorColumns:
+        """The same batch in columns (1..5000 vectors), for bulk loads. Set this or `vectors`."""
 
     def __init__(
         self,
         *,
         index_name: _builtins.str = ...,
         vectors: _abc.Iterable[Global___Vector] | None = ...,
+        columns: Global___VectorColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index_name", b"index_name", "vectors", b"vectors"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "index_name", b"index_name", "vectors", b"vectors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -478,21 +530,27 @@ class UpsertVectorsRequest(_message.Message):
 
     INDEX_NAME_FIELD_NUMBER: _builtins.int
     VECTORS_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     index_name: _builtins.str
     """Index name."""
     @_builtins.property
     def vectors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Vector]:
-        """The vectors, 1..5000; ids must not repeat within the batch."""
+        """The vectors, 1..5000; ids must not repeat within the batch. Set this or `columns`."""
+
+    @_builtins.property
+    def columns(self) -> Global___VectorColumns:
+        """The same batch in columns (1..5000 vectors), for bulk loads. Set this or `vectors`."""
 
     def __init__(
         self,
         *,
         index_name: _builtins.str = ...,
         vectors: _abc.Iterable[Global___Vector] | None = ...,
+        columns: Global___VectorColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index_name", b"index_name", "vectors", b"vectors"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "index_name", b"index_name", "vectors", b"vectors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
