@@ -106,6 +106,14 @@ class RuntimeSettings:
         maximum=3600,
         help="How often a server re-checks its backend for the health service.",
     )
+    allocator_keep_mib: int = setting(
+        "STRATA_ALLOCATOR_KEEP_MIB",
+        64,
+        minimum=0,
+        maximum=65536,
+        help="Freed memory (MiB) each server keeps for reuse instead of returning it to the OS at once (glibc); "
+        "large messages then cost no fresh page faults. 0 keeps the C library's defaults.",
+    )
     metrics_port_offset: int = setting(
         "STRATA_METRICS_PORT_OFFSET",
         1000,
