@@ -37,6 +37,9 @@ def test_stored_vectors_move_to_huge_pages_as_the_index_grows() -> None:
     for start in range(0, 40_000, 5_000):  # 61 MB, grown (and moved) several times like a live index
         index.add_with_ids(rng.random((5_000, 384), dtype=np.float32), np.arange(start, start + 5_000))
         pages.advise(index)
+    assert pages.pending() > 0
+    while pages.pending():
+        pages.collapse(index, 8 * 1024 * 1024)  # a bounded stretch at a time, as the maintenance tick does
     region = _stored_vectors(index)
     assert region is not None
     address, size = region

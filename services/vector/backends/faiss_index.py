@@ -202,7 +202,7 @@ class FaissIndex:
                 self._apply(entry)
         self._apply_run(run)
         self._compact_if_due()
-        self._huge_pages.advise(self._index)
+        self._huge_pages.collapse(self._index)
         self._log = storage.LogWriter(self.directory, self.last_mutation_id + 1)
         self._log.entries = replayed
         if replayed:
@@ -357,7 +357,7 @@ class FaissIndex:
         with self._rw.write():
             self._index = compacted
             self._dead.difference_update(gone.tolist())
-        self._huge_pages.advise(compacted)
+        self._huge_pages.collapse(compacted)  # new storage, written at once: convert it now
 
     def _apply(self, entry: storage.LogEntry) -> None:
         """Make a logged mutation visible; the exclusive section holds no I/O."""
@@ -417,7 +417,21 @@ class FaissIndex:
                 self._sorted = None
             self.last_mutation_id = entry.mutation_id
         if new_ids is not None and len(new_ids):
-            self._huge_pages.advise(self._index)  # outside the exclusive section: searches go on
+            self._huge_pages.advise(self._index)  # cheap; `tidy_memory` collapses what is already written
+
+    # ---- maintenance -----------------------------------------------------------------
+
+    def tidy_memory(self, limit: int) -> bool:
+        """Move up to `limit` bytes of recently written vectors to huge pages, unless a write is
+        running (it never waits for one). True when it did and more remains."""
+        if not self._huge_pages.pending() or not self._writer.acquire(blocking=False):
+            return False
+        try:
+            if not self.closed:
+                self._huge_pages.collapse(self._index, limit)
+        finally:
+            self._writer.release()
+        return bool(self._huge_pages.pending())
 
     # ---- snapshots -------------------------------------------------------------------
 

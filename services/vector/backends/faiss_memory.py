@@ -53,33 +53,58 @@ def _stored_vectors(index: Any) -> tuple[int, int] | None:
 
 
 class HugePages:
-    """Keeps one index's vector storage on huge pages as it grows and moves (call `advise` after writes)."""
+    """Keeps one index's vector storage on huge pages as it grows and moves.
+
+    `advise` (after every write) marks the storage MADV_HUGEPAGE: a cheap call, so pages the
+    kernel faults in from then on can be huge. Pages written before that stay small until
+    `collapse` converts them (MADV_COLLAPSE copies them, ~1 ms per 1.5 MB): the index runs it
+    from its maintenance tick, a bounded stretch at a time, not on the write path.
+    """
 
     def __init__(self) -> None:
-        self._done: tuple[int, int] = (0, 0)  # the 2 MiB-aligned range already advised and collapsed
+        self._start = 0  # 2 MiB-aligned start of the storage last seen (it moves when the vector grows)
+        self._advised = 0  # end of the range marked MADV_HUGEPAGE
+        self._collapsed = 0  # end of the range already collapsed
         self._enabled = _MADVISE is not None
 
-    def advise(self, index: Any) -> None:
-        if not self._enabled:
-            return
+    def _aligned(self, index: Any) -> tuple[int, int] | None:
         region = _stored_vectors(index)
         if region is None:
-            return
+            return None
         address, size = region
         start = (address + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
         end = (address + size) & ~(HUGE_PAGE - 1)
         if end <= start:
+            return None
+        if start != self._start:  # new storage (first call, or the vector grew and moved)
+            self._start, self._advised, self._collapsed = start, start, start
+        return start, end
+
+    def advise(self, index: Any) -> None:
+        if not self._enabled:
             return
-        done_start, done_end = self._done
-        if done_start != start:  # new storage (first call, or the vector grew and moved)
-            done_end = start
-        if end <= done_end:
+        aligned = self._aligned(index)
+        if aligned is None or aligned[1] <= self._advised:
             return
+        start, end = aligned
         if _MADVISE(start, end - start, MADV_HUGEPAGE) != 0:
             self._enabled = False
             log.debug("huge pages unavailable", extra={"errno": ctypes.get_errno()})
             return
-        # Pages written before the advice stay small unless collapsed; older kernels lack it (EINVAL),
-        # and then new pages are still huge and khugepaged converts the rest over time.
-        _MADVISE(done_end, end - done_end, MADV_COLLAPSE)
-        self._done = (start, end)
+        self._advised = end
+
+    def pending(self) -> int:
+        """Bytes advised but not yet collapsed."""
+        return self._advised - self._collapsed if self._enabled else 0
+
+    def collapse(self, index: Any, limit: int | None = None) -> None:
+        """Convert up to `limit` bytes (all when None) of advised storage to huge pages."""
+        self.advise(index)
+        if not self.pending():
+            return
+        step = self._advised if limit is None else max(HUGE_PAGE, limit & ~(HUGE_PAGE - 1))
+        end = min(self._advised, self._collapsed + step)
+        # Older kernels lack MADV_COLLAPSE (EINVAL): new pages are still huge, and khugepaged
+        # converts the rest over time.
+        _MADVISE(self._collapsed, end - self._collapsed, MADV_COLLAPSE)
+        self._collapsed = end
