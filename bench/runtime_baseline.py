@@ -8,15 +8,20 @@ from collections.abc import Callable
 
 import grpc
 
+from services.runtime import memory
 from services.runtime.server import ManagedServer, ServiceSpec, serve_until_signalled
 from services.runtime.settings import RuntimeSettings
 
 
 def serve_on_runtime(address: str, service_name: str, register: Callable[[grpc.aio.Server], None]) -> None:
-    """Serve until SIGTERM/SIGINT; `register` adds the do-nothing servicer."""
+    """Serve until SIGTERM/SIGINT; `register` adds the do-nothing servicer. Memory is tuned as
+    `services.runtime.server.run` tunes it for every service."""
+    settings = RuntimeSettings(log_level="warning")
+    memory.keep_freed_memory(settings.allocator_keep_mib)
+    memory.collect_garbage_less_often()
 
     async def main() -> None:
         spec = ServiceSpec(service_names=[service_name], register=register)
-        await serve_until_signalled(ManagedServer(spec, address, RuntimeSettings(log_level="warning")), 1.0)
+        await serve_until_signalled(ManagedServer(spec, address, settings), 1.0)
 
     asyncio.run(main())

@@ -24,7 +24,8 @@ def test_quick_benchmark_prints_every_figure() -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for figure in (
-        "upsert, batches of 1000",
+        "upsert, batches of 1000 in columns",
+        "gRPC alone",
         "single query latency p50",
         "single query latency p99",
         "queries/s, 16 concurrent clients",
