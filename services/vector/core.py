@@ -281,8 +281,8 @@ class VectorCore:
         expected = count * spec.dimensions * 4
         if len(columns.values) != expected:
             raise InvalidArgument(
-                f"columns.values holds {len(columns.values)} bytes; {count} vectors of {spec.dimensions} "
-                f"float32 values (index {spec.name!r}) take {expected}",
+                f"columns.values holds {len(columns.values)} bytes; {count} {'vector' if count == 1 else 'vectors'} "
+                f"of {spec.dimensions} float32 values (index {spec.name!r}) take {expected}",
                 reason="DIMENSION_MISMATCH",
             )
         matrix = np.frombuffer(columns.values, dtype="<f4").astype(np.float32, copy=False).reshape(count, -1)
