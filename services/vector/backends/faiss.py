@@ -124,9 +124,12 @@ class FaissBackend:
             await asyncio.sleep(tick)
             now = time.monotonic()
             for index in list(self._indexes.values()):
-                for _ in range(TIDY_STEPS_PER_TICK):
-                    if not await asyncio.to_thread(index.tidy_memory, TIDY_STEP_BYTES):
-                        break
+                try:
+                    for _ in range(TIDY_STEPS_PER_TICK):
+                        if not await asyncio.to_thread(index.tidy_memory, TIDY_STEP_BYTES):
+                            break
+                except Exception:  # a performance hint only: it must never stop the snapshots below
+                    log.exception("huge-page upkeep failed", extra={"index": index.spec.name})
                 due = index.needs_snapshot(
                     now, settings.snapshot_interval_seconds, settings.wal_max_bytes, settings.wal_max_entries
                 )
