@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 import pytest
 
+from services.vector.backends.faiss_index import FaissIndex
 from services.vector.backends.faiss_memory import HugePages, _stored_vectors
+from strata.vector.v1 import vector_pb2 as pb
+from tests.contract.vector.helpers import vec
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -49,3 +55,24 @@ def test_stored_vectors_move_to_huge_pages_as_the_index_grows() -> None:
     # Searching still sees every vector exactly.
     _, ids = index.search(rng.random((1, 384), dtype=np.float32), 40_000)
     assert sorted(ids[0].tolist()) == list(range(40_000))
+
+
+def test_failing_upkeep_never_stops_snapshots(
+    open_vector: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    def broken(self: FaissIndex, limit: int) -> bool:
+        calls.append(limit)
+        raise RuntimeError("madvise exploded")
+
+    monkeypatch.setattr(FaissIndex, "tidy_memory", broken)
+    with open_vector(wal_max_entries=1, snapshot_interval_seconds=0.2) as stub:
+        stub.CreateIndex(pb.CreateIndexRequest(name="docs", dimensions=4, metric=pb.METRIC_COSINE))
+        stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="docs", vectors=[vec("a", [1, 0, 0, 0])]))
+        snapshot = tmp_path / "vector" / "indexes" / "docs" / "snapshot.bin"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not snapshot.exists():
+            time.sleep(0.05)
+        assert calls, "the maintenance tick never tried the upkeep"
+        assert snapshot.exists()
