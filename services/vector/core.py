@@ -78,9 +78,13 @@ def _reject_constant(name: str) -> Any:
 _METADATA_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+def _bad_metadata(vid: str, problem: str) -> InvalidArgument:
+    return InvalidArgument(f"metadata of vector {vid!r} {problem}", reason="INVALID_METADATA", metadata={"id": vid})
+
+
 def _depth(value: Any) -> int:
     """Nesting depth of objects and lists: 1 for a flat object."""
-    deepest, level, stack = 0, 0, [(value, 1)]
+    deepest, stack = 0, [(value, 1)]
     while stack:
         item, level = stack.pop()
         if isinstance(item, dict):
@@ -313,6 +317,7 @@ class VectorCore:
                     reason="METADATA_TOO_LARGE",
                     metadata={"id": vid},
                 )
+            too_deep = f"nests deeper than {MAX_METADATA_DEPTH} levels"
             try:
                 try:
                     value, end = scan(text, 0)
@@ -321,29 +326,13 @@ class VectorCore:
                 if end != len(text):  # not JSON, or whitespace or more text after it: decode() judges
                     value = decode(text)
             except RecursionError as exc:
-                raise InvalidArgument(
-                    f"metadata of vector {vid!r} nests deeper than {MAX_METADATA_DEPTH} levels",
-                    reason="INVALID_METADATA",
-                    metadata={"id": vid},
-                ) from exc
+                raise _bad_metadata(vid, too_deep) from exc
             except ValueError as exc:
-                raise InvalidArgument(
-                    f"metadata of vector {vid!r} is not valid JSON: {exc}",
-                    reason="INVALID_METADATA",
-                    metadata={"id": vid},
-                ) from exc
+                raise _bad_metadata(vid, f"is not valid JSON: {exc}") from exc
             if (text.count("{") + text.count("[") > MAX_METADATA_DEPTH) and _depth(value) > MAX_METADATA_DEPTH:
-                raise InvalidArgument(
-                    f"metadata of vector {vid!r} nests deeper than {MAX_METADATA_DEPTH} levels",
-                    reason="INVALID_METADATA",
-                    metadata={"id": vid},
-                )
+                raise _bad_metadata(vid, too_deep)
             if type(value) is not dict:
-                raise InvalidArgument(
-                    f"metadata of vector {vid!r} must be a JSON object, not {type(value).__name__}",
-                    reason="INVALID_METADATA",
-                    metadata={"id": vid},
-                )
+                raise _bad_metadata(vid, f"must be a JSON object, not {type(value).__name__}")
             metadata.append(value)
         return metadata, [text or "{}" for text in texts]
 

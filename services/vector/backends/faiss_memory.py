@@ -86,8 +86,8 @@ class HugePages:
         aligned = self._aligned(index)
         if aligned is None or aligned[1] <= self._advised:
             return
-        start, end = aligned
-        if _MADVISE(start, end - start, MADV_HUGEPAGE) != 0:
+        end = aligned[1]
+        if _MADVISE(self._advised, end - self._advised, MADV_HUGEPAGE) != 0:  # only the part not yet marked
             self._enabled = False
             log.debug("huge pages unavailable", extra={"errno": ctypes.get_errno()})
             return

@@ -50,9 +50,7 @@ class Postings:
                 elif kind is float or kind is int:
                     key = ("n", float(value))
                 else:
-                    # bool, nested object, list or null: the general walk, for this field only
-                    for path, other in leaves({name: value}):
-                        by_path.setdefault(path, {}).setdefault(other, set()).add(internal_id)
+                    self.add(internal_id, {name: value})  # bool, object, list or null: the general walk
                     continue
                 if "." in name:
                     continue  # a dotted path could not address it

@@ -127,9 +127,6 @@ class LogEntry:
         crc = zlib.crc32(body, zlib.crc32(prefix))
         return [_FRAME.pack(len(prefix) + len(body), crc), prefix, body]
 
-    def encode(self) -> bytes:
-        return b"".join(self.frame())
-
     @classmethod
     def decode(cls, payload: bytes, dimensions: int) -> LogEntry:
         (head_len,) = _HEADER_LEN.unpack_from(payload)
