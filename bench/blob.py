@@ -31,7 +31,7 @@ import grpc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.runtime_baseline import serve_on_runtime  # noqa: E402
+from bench.runtime_baseline import serve_on_runtime, start_baseline_process  # noqa: E402
 from strata.blob.v1 import blob_pb2, blob_pb2_grpc  # noqa: E402
 from tests.support.servers import free_port, wait_serving  # noqa: E402
 
@@ -167,13 +167,7 @@ def main() -> None:
     log = open(root / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "services.blob"], env=env, cwd=REPO, stdout=log, stderr=log)
     sink_address = f"127.0.0.1:{free_port()}"
-    sink = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--serve-sink", sink_address],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=log,
-    )
+    sink = start_baseline_process(Path(__file__).resolve(), sink_address, env, REPO, log)
     rows: list[tuple[str, str, str, str]] = []
     try:
         wait_serving(address, 60)

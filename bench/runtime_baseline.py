@@ -4,7 +4,11 @@ does no work: the baseline that shows what the runtime and Python gRPC cost by t
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import IO
 
 import grpc
 
@@ -25,3 +29,13 @@ def serve_on_runtime(address: str, service_name: str, register: Callable[[grpc.a
         await serve_until_signalled(ManagedServer(spec, address, settings), 1.0)
 
     asyncio.run(main())
+
+
+def start_baseline_process(
+    script: Path, address: str, env: dict[str, str], cwd: Path, log: IO[bytes]
+) -> subprocess.Popen:
+    """Run `script --serve-sink ADDRESS` (a bench that calls `serve_on_runtime` for that flag) as a
+    process of its own, as the service under test is."""
+    return subprocess.Popen(
+        [sys.executable, str(script), "--serve-sink", address], env=env, cwd=cwd, stdout=log, stderr=log
+    )

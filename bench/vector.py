@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.runtime_baseline import serve_on_runtime  # noqa: E402
+from bench.runtime_baseline import serve_on_runtime, start_baseline_process  # noqa: E402
 from strata.vector.v1 import vector_pb2 as pb  # noqa: E402
 from strata.vector.v1 import vector_pb2_grpc  # noqa: E402
 from tests.support.servers import ServerProcess, free_port, wait_serving  # noqa: E402
@@ -201,13 +200,7 @@ def upsert_sink_seconds(data_dir: Path, requests: list[bytes]) -> float:
     address = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     with open(data_dir / "sink.log", "wb") as log:
-        sink = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--serve-sink", address],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-        )
+        sink = start_baseline_process(Path(__file__).resolve(), address, env, ROOT, log)
         try:
             wait_serving(address, 60)
             with grpc.insecure_channel(address) as channel:
