@@ -17,6 +17,7 @@ import numpy as np
 from services.runtime.errors import InvalidArgument
 from services.vector import filters
 from services.vector.backends.base import VectorBackend
+from services.vector.metadata_json import parse_texts, to_text
 from services.vector.model import (
     HnswParams,
     IndexInfo,
@@ -36,10 +37,6 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_DIMENSIONS = 4096
 MAX_ID_BYTES = 64
 MAX_NAMESPACE_BYTES = 64
-MAX_METADATA_BYTES = 10 * 1024
-# Objects and lists inside one metadata object: deeper could not travel back as a Struct (protobuf
-# parsers stop at 100 message levels, two per JSON level).
-MAX_METADATA_DEPTH = 32
 MAX_DESCRIPTION_BYTES = 1024
 MAX_BATCH = 5000
 MAX_TOP_K = 100
@@ -68,33 +65,6 @@ class ColumnsInput:
     values: bytes
     metadata_json: Sequence[str]
     namespace: str = ""
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
-
-
-# Strict JSON: Python's own json.loads would accept NaN and Infinity.
-_METADATA_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def _bad_metadata(vid: str, problem: str) -> InvalidArgument:
-    return InvalidArgument(f"metadata of vector {vid!r} {problem}", reason="INVALID_METADATA", metadata={"id": vid})
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of objects and lists: 1 for a flat object."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            stack.extend((child, level + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, level + 1) for child in item)
-        else:
-            continue
-        deepest = max(deepest, level)
-    return deepest
 
 
 def _check_index_name(name: str) -> None:
@@ -257,7 +227,7 @@ class VectorCore:
                 )
             matrix[row] = vector.values
             metadata.append(vector.metadata)
-            metadata_json.append(self._metadata_json(key.id, vector.metadata))
+            metadata_json.append(to_text(key.id, vector.metadata))
         self._check_finite(spec, matrix, keys)
         return VectorBatch(keys, matrix, metadata, metadata_json)
 
@@ -291,62 +261,8 @@ class VectorCore:
             )
         matrix = np.frombuffer(columns.values, dtype="<f4").astype(np.float32, copy=False).reshape(count, -1)
         self._check_finite(spec, matrix, keys)
-        metadata, metadata_json = self._parse_metadata(ids, list(columns.metadata_json))
+        metadata, metadata_json = parse_texts(ids, list(columns.metadata_json))
         return VectorBatch(keys, matrix, metadata, metadata_json)
-
-    @staticmethod
-    def _parse_metadata(ids: list[str], texts: list[str]) -> tuple[list[Metadata], list[str]]:
-        if not texts:
-            return [{} for _ in ids], ["{}"] * len(ids)
-        if len(texts) != len(ids):
-            raise InvalidArgument(
-                f"columns.metadata_json has {len(texts)} entries for {len(ids)} ids; give one per id or none",
-                reason="INVALID_METADATA",
-            )
-        # scan_once is the C scanner behind decode(); decode() runs only for text it rejects, and
-        # gives the precise error (or accepts surrounding whitespace).
-        scan, decode = _METADATA_DECODER.scan_once, _METADATA_DECODER.decode  # type: ignore[attr-defined]
-        metadata: list[Metadata] = []
-        for vid, text in zip(ids, texts, strict=True):
-            if not text:
-                metadata.append({})
-                continue
-            if len(text) * 4 > MAX_METADATA_BYTES and len(text.encode()) > MAX_METADATA_BYTES:
-                raise InvalidArgument(
-                    f"metadata of vector {vid!r} is {len(text.encode())} bytes; the limit is {MAX_METADATA_BYTES}",
-                    reason="METADATA_TOO_LARGE",
-                    metadata={"id": vid},
-                )
-            too_deep = f"nests deeper than {MAX_METADATA_DEPTH} levels"
-            try:
-                try:
-                    value, end = scan(text, 0)
-                except StopIteration:
-                    end = -1
-                if end != len(text):  # not JSON, or whitespace or more text after it: decode() judges
-                    value = decode(text)
-            except RecursionError as exc:
-                raise _bad_metadata(vid, too_deep) from exc
-            except ValueError as exc:
-                raise _bad_metadata(vid, f"is not valid JSON: {exc}") from exc
-            if (text.count("{") + text.count("[") > MAX_METADATA_DEPTH) and _depth(value) > MAX_METADATA_DEPTH:
-                raise _bad_metadata(vid, too_deep)
-            if type(value) is not dict:
-                raise _bad_metadata(vid, f"must be a JSON object, not {type(value).__name__}")
-            metadata.append(value)
-        return metadata, [text or "{}" for text in texts]
-
-    @staticmethod
-    def _metadata_json(vid: str, metadata: Metadata) -> str:
-        text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
-        size = len(text.encode())
-        if size > MAX_METADATA_BYTES:
-            raise InvalidArgument(
-                f"metadata of vector {vid!r} is {size} bytes serialised; the limit is {MAX_METADATA_BYTES}",
-                reason="METADATA_TOO_LARGE",
-                metadata={"id": vid},
-            )
-        return text
 
     @staticmethod
     def _check_finite(spec: IndexSpec, matrix: np.ndarray, keys: list[VectorKey]) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import struct as struct_
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -132,3 +134,26 @@ def test_deleted_index_stays_deleted_and_names_are_reusable(open_vector: Callabl
     with open_vector() as stub:
         names = [i.name for i in stub.ListIndexes(pb.ListIndexesRequest()).indexes]
         assert names == ["kept"]
+
+
+def test_a_log_in_the_earlier_frame_layout_replays(open_vector: Callable[..., Any], tmp_path: Path) -> None:
+    """Logs written before namespaces and ids were logged apart (keys as [namespace, id] pairs,
+    metadata serialised by the standard library, which wrote NaN) still replay after an upgrade."""
+    with open_vector() as stub:
+        stub.CreateIndex(pb.CreateIndexRequest(name="docs", dimensions=4, metric=pb.METRIC_EUCLIDEAN))
+    directory = _index_dir(tmp_path, "docs")
+    values = np.arange(8, dtype="<f4").reshape(2, 4)
+
+    def frame(header: bytes, body: bytes = b"") -> bytes:
+        payload = struct_.pack("<I", len(header)) + header + body
+        return struct_.pack("<II", len(payload), zlib.crc32(payload)) + payload
+
+    old = [
+        frame(b'{"m":1,"op":"upsert","k":[["n1","a"],["","b"]],"md":[{"x":1},{"s":NaN}]}', values.tobytes()),
+        frame(b'{"m":2,"op":"delete","k":[["","b"]]}'),
+    ]
+    (log,) = directory.glob("wal-*.log")
+    log.write_bytes(b"".join(old))
+    with open_vector() as stub:
+        assert _dump(stub, "docs") == {("n1", "a"): ([0.0, 1.0, 2.0, 3.0], {"x": 1})}
+        assert stub.GetIndex(pb.GetIndexRequest(name="docs")).index.last_mutation_id == 2

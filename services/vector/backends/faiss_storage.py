@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from services.vector.model import (
     HnswParams,
@@ -35,6 +36,7 @@ from services.vector.model import (
     Metric,
     Vector32,
     VectorKey,
+    keys_in,
     make_key,
 )
 
@@ -109,17 +111,20 @@ class LogEntry:
 
     def frame(self) -> list[bytes | memoryview]:
         """The entry's log frame as buffers to write in order (the values are not copied)."""
-        header = {
+        namespaces, ids = zip(*self.keys, strict=True) if self.keys else ((), ())
+        distinct = set(namespaces)
+        header: dict[str, Any] = {
             "m": self.mutation_id,
             "op": self.op,
-            "k": self.keys,  # VectorKey is a tuple: JSON writes it as [namespace, id] at C speed
+            "ns": distinct.pop() if len(distinct) == 1 else namespaces,  # one for all, or one per id
+            "ids": ids,
         }
-        if self.metadata is not None and self.metadata_json is None:
-            header["md"] = self.metadata
-        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False)
-        if self.metadata_json is not None:
-            text = text[:-1] + ',"md":[' + ",".join(self.metadata_json) + "]}"
-        head = text.encode()
+        head = orjson.dumps(header)
+        texts = self.metadata_json
+        if texts is None and self.metadata is not None:
+            texts = [json.dumps(metadata, separators=(",", ":"), ensure_ascii=False) for metadata in self.metadata]
+        if texts is not None:  # the caller's JSON texts, spliced in as sent
+            head = head[:-1] + b',"md":[' + ",".join(texts).encode() + b"]}"
         prefix = _HEADER_LEN.pack(len(head)) + head
         if self.values is None:
             return [_FRAME.pack(len(prefix), zlib.crc32(prefix)), prefix]
@@ -130,12 +135,25 @@ class LogEntry:
     @classmethod
     def decode(cls, payload: bytes, dimensions: int) -> LogEntry:
         (head_len,) = _HEADER_LEN.unpack_from(payload)
-        header = json.loads(payload[4 : 4 + head_len])
-        keys = list(map(make_key, header["k"]))
+        header = _load_header(memoryview(payload)[4 : 4 + head_len])
+        if "k" in header:  # written before namespaces and ids were logged apart
+            keys = list(map(make_key, header["k"]))
+        elif isinstance(header["ns"], str):
+            keys = keys_in(header["ns"], header["ids"])
+        else:
+            keys = list(map(make_key, zip(header["ns"], header["ids"], strict=True)))
         values = None
         if header["op"] == "upsert":
-            values = np.frombuffer(payload[4 + head_len :], dtype="<f4").reshape(len(keys), dimensions)
+            values = np.frombuffer(payload, dtype="<f4", offset=4 + head_len).reshape(len(keys), dimensions)
         return cls(header["m"], header["op"], keys, values, header.get("md"))
+
+
+def _load_header(text: memoryview) -> dict[str, Any]:
+    try:
+        return orjson.loads(text)  # type: ignore[no-any-return]
+    except orjson.JSONDecodeError:
+        # Written before metadata was checked to be strict JSON: it may hold NaN or Infinity.
+        return json.loads(bytes(text))  # type: ignore[no-any-return]
 
 
 def _log_files(directory: Path) -> list[Path]:

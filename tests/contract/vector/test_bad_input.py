@@ -77,6 +77,8 @@ def test_unknown_index_is_not_found_everywhere(vector) -> None:
         ([vec("x" * 65, [1, 0, 0, 0])], ["65 bytes", "64"]),
         ([vec("é" * 33, [1, 0, 0, 0])], ["66 bytes"]),
         ([vec("a", [1, 0, 0, 0], {"text": "x" * 10_300})], ["'a'", "metadata", "10240"]),
+        ([vec("a", [1, 0, 0, 0], {"score": math.nan})], ["'a'", "metadata", "nan"]),
+        ([vec("a", [1, 0, 0, 0], {"deep": {"score": -math.inf}})], ["'a'", "metadata", "infinity"]),
         ([vec("a", [1, 0, 0, 0]), vec("a", [0, 1, 0, 0])], ["'a'", "more than once"]),
         ([vec("a", [0, 0, 0, 0])], ["'a'", "zero"]),
         ([vec("a", [1, 0, 0, 0], namespace="n" * 65)], ["namespace"]),
