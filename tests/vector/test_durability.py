@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import shutil
 import struct as struct_
+import threading
 import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pytest
 
+from services.vector.backends import faiss_snapshot as snapshots
 from strata.vector.v1 import vector_pb2
 from tests.contract.vector.helpers import as_dict, struct, vec
 
@@ -80,9 +84,21 @@ def test_restart_replays_the_log(open_vector: Callable[..., Any], tmp_path: Path
         assert (again.vector_count, again.last_mutation_id) == (info.vector_count, info.last_mutation_id)
 
 
-def test_snapshots_truncate_the_log_and_restart_is_exact(open_vector: Callable[..., Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "kind",
+    [
+        {"metric": pb.METRIC_EUCLIDEAN},
+        {"metric": pb.METRIC_COSINE},
+        {"metric": pb.METRIC_DOT_PRODUCT},
+        {"metric": pb.METRIC_COSINE, "index_type": pb.INDEX_TYPE_HNSW},
+    ],
+    ids=["flat-euclidean", "flat-cosine", "flat-dot", "hnsw-cosine"],
+)
+def test_snapshots_truncate_the_log_and_restart_is_exact(
+    open_vector: Callable[..., Any], tmp_path: Path, kind: dict[str, Any]
+) -> None:
     with open_vector(wal_max_entries=5, snapshot_interval_seconds=0.2) as stub:
-        stub.CreateIndex(pb.CreateIndexRequest(name="docs", dimensions=8, metric=pb.METRIC_EUCLIDEAN))
+        stub.CreateIndex(pb.CreateIndexRequest(name="docs", dimensions=8, **kind))
         _workload(stub, "docs", 20)
         before = _dump(stub, "docs")
         mutation = stub.GetIndex(pb.GetIndexRequest(name="docs")).index.last_mutation_id
@@ -97,7 +113,7 @@ def test_snapshots_truncate_the_log_and_restart_is_exact(open_vector: Callable[.
     with open_vector() as stub:
         assert _dump(stub, "docs") == before
         assert stub.GetIndex(pb.GetIndexRequest(name="docs")).index.last_mutation_id == mutation
-        stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="docs", vectors=[vec("new", [0.0] * 8)]))
+        stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="docs", vectors=[vec("new", [1.0] * 8)]))
         assert stub.GetIndex(pb.GetIndexRequest(name="docs")).index.last_mutation_id == mutation + 1
 
 
@@ -157,3 +173,65 @@ def test_a_log_in_the_earlier_frame_layout_replays(open_vector: Callable[..., An
     with open_vector() as stub:
         assert _dump(stub, "docs") == {("n1", "a"): ([0.0, 1.0, 2.0, 3.0], {"x": 1})}
         assert stub.GetIndex(pb.GetIndexRequest(name="docs")).index.last_mutation_id == 2
+
+
+def test_writes_and_reads_go_on_while_a_snapshot_is_built(
+    open_vector: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes wait only for the snapshot's capture; building and writing the file (O(N))
+    happens while they carry on, and a restart then finds both."""
+    building, release = threading.Event(), threading.Event()
+    build = snapshots.build
+
+    def held_build(*args: Any, **kwargs: Any) -> bytes:
+        building.set()
+        assert release.wait(30)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(snapshots, "build", held_build)
+    with open_vector(wal_max_entries=1, snapshot_interval_seconds=0.2) as stub:
+        stub.CreateIndex(pb.CreateIndexRequest(name="docs", dimensions=4, metric=pb.METRIC_EUCLIDEAN))
+        stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="docs", vectors=[vec("first", [1, 0, 0, 0])]))
+        assert building.wait(10), "no snapshot started"
+        try:
+            for n in range(20):  # while the snapshot is held mid-build
+                stub.UpsertVectors(
+                    pb.UpsertVectorsRequest(index_name="docs", vectors=[vec(f"v{n}", [0, 1, n, 0])]), timeout=5
+                )
+            hits = stub.Query(pb.QueryRequest(index_name="docs", vector=[0, 1, 19, 0], top_k=1), timeout=5)
+            assert [m.id for m in hits.matches] == ["v19"]
+        finally:
+            release.set()
+        before = _dump(stub, "docs")
+    with open_vector() as stub:
+        assert _dump(stub, "docs") == before
+        assert len(before) == 21
+
+
+def test_a_snapshot_in_the_first_format_loads(open_vector: Callable[..., Any], tmp_path: Path) -> None:
+    """Format 1 held the FAISS index serialised beside the records: it still loads."""
+    with open_vector() as stub:
+        stub.CreateIndex(pb.CreateIndexRequest(name="docs", dimensions=4, metric=pb.METRIC_DOT_PRODUCT))
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(4))
+    index.add_with_ids(np.array([[1, 0, 0, 0], [0, 2, 0, 0]], dtype=np.float32), np.array([0, 2], dtype=np.int64))
+    state = {
+        "format": 1,
+        "mutation_id": 3,
+        "next_id": 3,
+        "index": faiss.serialize_index(index),
+        "records": [(0, "", "a", {"tag": "x"}), (2, "n", "b", {"tag": "y"})],
+        "raw": None,
+        "dead": [1],
+        "postings": pickle.dumps({"tag": {("s", "x"): {0}, ("s", "y"): {2}}}),
+    }
+    (_index_dir(tmp_path, "docs") / "snapshot.bin").write_bytes(pickle.dumps(state))
+    with open_vector() as stub:
+        assert _dump(stub, "docs") == {
+            ("", "a"): ([1.0, 0.0, 0.0, 0.0], {"tag": "x"}),
+            ("n", "b"): ([0.0, 2.0, 0.0, 0.0], {"tag": "y"}),
+        }
+        found = stub.Query(
+            pb.QueryRequest(index_name="docs", vector=[0, 1, 0, 0], top_k=2, filter=struct({"tag": "y"}))
+        )
+        assert [(m.id, m.score) for m in found.matches] == [("b", 2.0)]
+        assert stub.GetIndex(pb.GetIndexRequest(name="docs")).index.last_mutation_id == 3

@@ -33,6 +33,7 @@ import numpy as np
 
 from services.runtime.errors import FailedPrecondition, NotFound, StrataError, Unavailable
 from services.vector import filters
+from services.vector.backends import faiss_snapshot as snapshots
 from services.vector.backends import faiss_storage as storage
 from services.vector.backends.faiss_locks import ReadWriteLock
 from services.vector.backends.faiss_memory import HugePages
@@ -55,7 +56,6 @@ from services.vector.model import (
 
 log = logging.getLogger("strata.vector.faiss")
 
-SNAPSHOT_FORMAT = 1
 # Below this many candidates an HNSW filtered query is answered exactly over the candidates:
 # graph search with a very selective selector may find fewer than top_k of them.
 HNSW_EXACT_BELOW = 20_000
@@ -443,54 +443,52 @@ class FaissIndex:
         return log_.bytes >= max_bytes or log_.entries >= max_entries or now - started >= interval
 
     def snapshot(self) -> bool:
-        """Write the state atomically and drop the log it covers; False if nothing to do."""
+        """Write the state atomically and drop the log it covers; False if nothing to do.
+        Writes wait only for the capture (see `faiss_snapshot`), not for the O(N) rest."""
         with self._snapshotting:
             with self._writer:
                 if self.closed or self._log is None or not self._log.entries:
                     return False
-                state = self._state()
+                captured = snapshots.capture(
+                    mutation_id=self.last_mutation_id,
+                    next_id=self._next_id,
+                    records=self._records,
+                    dead=self._dead,
+                    postings=self._postings.by_path,
+                    index=self._index,
+                    hnsw=self.spec.index_type is IndexType.HNSW,
+                )
                 self._log.rotate(self.last_mutation_id + 1)
                 self._log.reset_counters()
-            storage.write_atomically(self.directory / storage.SNAPSHOT_FILE, pickle.dumps(state, protocol=5))
+            data = snapshots.build(captured, keep_raw=self.spec.metric is Metric.COSINE, read_lock=self._rw.read)
+            storage.write_atomically(self.directory / storage.SNAPSHOT_FILE, data)
             with self._writer:
                 if not self.closed and self._log is not None:
                     self._log.forget_before_current()
             return True
 
-    def _state(self) -> dict[str, Any]:
-        internal = list(self._records)
-        records = [
-            (i, self._records[i].key.namespace, self._records[i].key.id, self._records[i].metadata) for i in internal
-        ]
-        raw = None
-        if self.spec.metric is Metric.COSINE and internal:
-            raw = np.stack([self._records[i].raw for i in internal])  # type: ignore[misc]
-        return {
-            "format": SNAPSHOT_FORMAT,
-            "mutation_id": self.last_mutation_id,
-            "next_id": self._next_id,
-            "index": faiss.serialize_index(self._index),
-            "records": records,
-            "raw": raw,
-            "dead": sorted(self._dead),
-            # Pickled now, under `_writer`: later writes mutate these sets. Rebuilding them
-            # from the records instead would dominate restart time.
-            "postings": pickle.dumps(self._postings.by_path, protocol=5),
-        }
-
     def _restore(self, state: dict[str, Any]) -> None:
-        if state.get("format") != SNAPSHOT_FORMAT:
+        if state.get("format") not in snapshots.READABLE_FORMATS:
             raise RuntimeError(f"{self.directory}: unknown snapshot format {state.get('format')!r}")
-        self._index = faiss.deserialize_index(state["index"])
+        raw = state["raw"]
+        internal = np.fromiter((record[0] for record in state["records"]), dtype=np.int64, count=len(state["records"]))
+        if state["index"] is not None:
+            self._index = faiss.deserialize_index(state["index"])
+        else:  # a flat index kept as its vectors: add them back, in id order
+            order = np.argsort(internal, kind="stable")
+            for start in range(0, len(order), REPLAY_RUN):
+                rows = order[start : start + REPLAY_RUN]
+                self._index.add_with_ids(self._prepare(raw[rows]), internal[rows])
         if self.spec.index_type is IndexType.HNSW:
             assert self.spec.hnsw is not None
             faiss.downcast_index(self._index.index).hnsw.efSearch = self.spec.hnsw.ef_search  # type: ignore[attr-defined]
-        raw = state["raw"]
-        for row, (internal, namespace, vid, metadata) in enumerate(state["records"]):
+        if self.spec.metric is not Metric.COSINE:
+            raw = None  # the index holds the caller's values as they are
+        for row, (internal_id, namespace, vid, metadata) in enumerate(state["records"]):
             key = VectorKey(namespace, vid)
-            self._records[internal] = _Record.of(key, metadata, None if raw is None else raw[row])
-            self._by_key[key] = internal
-            self._namespaces.setdefault(namespace, set()).add(internal)
+            self._records[internal_id] = _Record.of(key, metadata, None if raw is None else raw[row])
+            self._by_key[key] = internal_id
+            self._namespaces.setdefault(namespace, set()).add(internal_id)
         self._postings.by_path = pickle.loads(state["postings"])
         self._dead = set(state["dead"])
         self._next_id = state["next_id"]
