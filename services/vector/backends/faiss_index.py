@@ -38,6 +38,7 @@ from services.vector.backends import faiss_storage as storage
 from services.vector.backends.faiss_locks import ReadWriteLock
 from services.vector.backends.faiss_memory import HugePages
 from services.vector.backends.faiss_postings import Postings
+from services.vector.backends.faiss_raw import RawValues
 from services.vector.filters import Filter
 from services.vector.model import (
     IndexInfo,
@@ -107,18 +108,16 @@ class _Pending:
 
 
 class _Record(tuple):  # type: ignore[type-arg]
-    """(key, metadata, raw): a tuple so a batch's records are built by `map` without a Python
-    call per vector. `raw` is the caller's values, kept only for cosine (FAISS holds them
-    normalised)."""
+    """(key, metadata): a tuple so a batch's records are built by `map` without a Python
+    call per vector."""
 
     __slots__ = ()
     key: VectorKey = property(itemgetter(0))  # type: ignore[assignment]
     metadata: Metadata = property(itemgetter(1))  # type: ignore[assignment]
-    raw: Vector32 | None = property(itemgetter(2))  # type: ignore[assignment]
 
     @classmethod
-    def of(cls, key: VectorKey, metadata: Metadata, raw: Vector32 | None) -> _Record:
-        return cls((key, metadata, raw))
+    def of(cls, key: VectorKey, metadata: Metadata) -> _Record:
+        return cls((key, metadata))
 
 
 def _new_faiss_index(spec: IndexSpec) -> Any:
@@ -165,6 +164,8 @@ class FaissIndex:
         self._index = _new_faiss_index(spec)
         self._huge_pages = HugePages()  # touched only by the thread holding `_writer` (or loading)
         self._records: dict[int, _Record] = {}
+        # Cosine: the caller's values (FAISS holds them normalised); other metrics read FAISS.
+        self._raw = RawValues(spec.dimensions) if spec.metric is Metric.COSINE else None
         self._by_key: dict[VectorKey, int] = {}
         self._namespaces: dict[str, set[int]] = {}
         self._postings = Postings()
@@ -340,12 +341,15 @@ class FaissIndex:
         self._compact_if_due()
 
     def _compact_if_due(self) -> None:
-        """Drop tombstoned vectors from a flat index (the caller holds `_writer`).
+        """Drop tombstoned vectors from a flat index, and forgotten rows of the caller's values
+        (the caller holds `_writer`).
 
         `remove_ids` costs O(N) whatever the number of ids, so removals wait for a batch of
         them, and run on a copy: readers keep searching the current index (only this thread
         mutates it) and the swap is the only exclusive step. HNSW cannot remove: its
         tombstones stay, excluded by an ID selector."""
+        if self._raw is not None:
+            self._raw.compact(self._rw.write)
         if self.spec.index_type is IndexType.HNSW:
             return
         if len(self._dead) <= max(COMPACT_MIN_TOMBSTONES, self._index.ntotal // COMPACT_FRACTION):
@@ -369,6 +373,8 @@ class FaissIndex:
             new_ids = np.arange(self._next_id, self._next_id + len(entry.keys), dtype=np.int64)
             vectors = _normalised(entry.values) if self.spec.metric is Metric.COSINE else entry.values
         single_threaded()
+        if self._raw is not None and new_ids is not None:
+            self._raw.reserve(len(new_ids))  # any copying happens here, before readers are held off
         added = False
         if new_ids is not None and self.spec.index_type is IndexType.HNSW and len(new_ids) > HNSW_ADD_CHUNK:
             # HNSW inserts cost ~0.5 ms each: add in chunks, letting searches in between. The
@@ -387,6 +393,8 @@ class FaissIndex:
             self._hidden = None
             if old:
                 self._dead.update(old)
+                if self._raw is not None:
+                    self._raw.forget(old)
                 for internal in old:
                     record = self._records.pop(internal)
                     del self._by_key[record.key]
@@ -401,8 +409,9 @@ class FaissIndex:
                     self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), new_ids)
                 internals = new_ids.tolist()
                 # Row views: the logged batch is never modified. Bulk `update`s, no loop per vector.
-                raws = list(entry.values) if self.spec.metric is Metric.COSINE else [None] * len(internals)
-                records = map(_Record, zip(entry.keys, entry.metadata, raws, strict=True))
+                if self._raw is not None:
+                    self._raw.add(internals, entry.values)
+                records = map(_Record, zip(entry.keys, entry.metadata, strict=True))
                 self._records.update(zip(internals, records, strict=True))
                 self._by_key.update(zip(entry.keys, internals, strict=True))
                 namespaces = {key.namespace for key in entry.keys}
@@ -456,11 +465,12 @@ class FaissIndex:
                     dead=self._dead,
                     postings=self._postings.by_path,
                     index=self._index,
+                    raw=None if self._raw is None else self._raw.capture(),
                     hnsw=self.spec.index_type is IndexType.HNSW,
                 )
                 self._log.rotate(self.last_mutation_id + 1)
                 self._log.reset_counters()
-            data = snapshots.build(captured, keep_raw=self.spec.metric is Metric.COSINE, read_lock=self._rw.read)
+            data = snapshots.build(captured, read_lock=self._rw.read)
             storage.write_atomically(self.directory / storage.SNAPSHOT_FILE, data)
             with self._writer:
                 if not self.closed and self._log is not None:
@@ -482,11 +492,12 @@ class FaissIndex:
         if self.spec.index_type is IndexType.HNSW:
             assert self.spec.hnsw is not None
             faiss.downcast_index(self._index.index).hnsw.efSearch = self.spec.hnsw.ef_search  # type: ignore[attr-defined]
-        if self.spec.metric is not Metric.COSINE:
-            raw = None  # the index holds the caller's values as they are
-        for row, (internal_id, namespace, vid, metadata) in enumerate(state["records"]):
+        if self._raw is not None and len(internal):
+            self._raw.reserve(len(internal))
+            self._raw.add(internal.tolist(), raw)
+        for internal_id, namespace, vid, metadata in state["records"]:
             key = VectorKey(namespace, vid)
-            self._records[internal_id] = _Record.of(key, metadata, None if raw is None else raw[row])
+            self._records[internal_id] = _Record.of(key, metadata)
             self._by_key[key] = internal_id
             self._namespaces.setdefault(namespace, set()).add(internal_id)
         self._postings.by_path = pickle.loads(state["postings"])
@@ -513,9 +524,8 @@ class FaissIndex:
         return matched if scope is None else matched & scope
 
     def _values(self, internal: int) -> Vector32:
-        record = self._records[internal]
-        if record.raw is not None:
-            return record.raw
+        if self._raw is not None:
+            return self._raw.get(internal)
         return np.asarray(self._index.reconstruct(internal), dtype=np.float32)
 
     def _to_record(self, internal: int, values: bool = True, metadata: bool = True) -> VectorRecord:

@@ -26,6 +26,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from services.vector.backends.faiss_raw import RawValues
+
 FORMAT = 2
 READABLE_FORMATS = (1, 2)
 # Rows copied per hold of the read lock (~6 MB at 384 dimensions: a few milliseconds).
@@ -36,7 +38,8 @@ ROWS_PER_STEP = 4096
 class Capture:
     mutation_id: int
     next_id: int
-    records: dict[int, Any]  # internal id -> (key, metadata, raw or None): a copy of the dict
+    records: dict[int, Any]  # internal id -> (key, metadata): a copy of the dict
+    raw: tuple[np.ndarray, dict[int, int]] | None  # cosine: the caller's values (`RawValues.capture`)
     dead: list[int]
     postings: bytes  # pickled now: later writes change the sets in place
     index: Any  # the FAISS index object as of the capture
@@ -52,6 +55,7 @@ def capture(
     dead: set[int],
     postings: Any,
     index: Any,
+    raw: tuple[np.ndarray, dict[int, int]] | None,
     hnsw: bool,
 ) -> Capture:
     """The cheap part, run while writes wait."""
@@ -59,6 +63,7 @@ def capture(
         mutation_id=mutation_id,
         next_id=next_id,
         records=dict(records),
+        raw=raw,
         dead=sorted(dead) if hnsw else [],  # a rebuilt flat index holds no tombstones
         postings=pickle.dumps(postings, protocol=5),
         index=index,
@@ -67,13 +72,13 @@ def capture(
     )
 
 
-def build(snap: Capture, *, keep_raw: bool, read_lock: Callable[[], AbstractContextManager[Any]]) -> bytes:
+def build(snap: Capture, *, read_lock: Callable[[], AbstractContextManager[Any]]) -> bytes:
     """The snapshot file's bytes, built while writes carry on."""
     internal = list(snap.records)
     records = [(i, r[0].namespace, r[0].id, r[1]) for i, r in snap.records.items()]
     raw = None
-    if internal and keep_raw:
-        raw = np.stack([r[2] for r in snap.records.values()])
+    if internal and snap.raw is not None:
+        raw = RawValues.gather(snap.raw, internal)
     elif internal and snap.graph is None:
         raw = _flat_rows(snap.index, snap.ntotal, np.asarray(internal, dtype=np.int64), read_lock)
     state = {

@@ -1,0 +1,77 @@
+"""The caller's values of a cosine index: exact, compacted as vectors churn, and stable for a
+snapshot that captured them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from services.vector.backends.faiss_raw import COMPACT_MIN_ROWS, RawValues
+from strata.vector.v1 import vector_pb2 as pb
+
+DIMS = 4
+
+
+def _rows(start: int, count: int) -> np.ndarray:
+    return np.arange(start * DIMS, (start + count) * DIMS, dtype=np.float32).reshape(count, DIMS)
+
+
+def _add(raw: RawValues, start: int, count: int) -> None:
+    raw.reserve(count)
+    raw.add(list(range(start, start + count)), _rows(start, count))
+
+
+def test_forgotten_rows_are_compacted_away_and_live_rows_keep_their_values() -> None:
+    raw = RawValues(DIMS)
+    _add(raw, 0, 1000)
+    raw.forget(range(0, 1000, 2))
+    assert len(raw) == 500
+    assert not raw.compact(contextlib.nullcontext)  # too few forgotten rows to be worth a copy
+    live = 1000
+    while live < 1000 + 2 * COMPACT_MIN_ROWS:  # churn: every new row replaces an old one
+        _add(raw, live, 100)
+        raw.forget(range(live - 1000, live - 900))
+        live += 100
+    held = []
+    assert raw.compact(lambda: held.append(1) or contextlib.nullcontext())
+    assert held == [1]  # the swap, and only the swap, held readers off
+    assert len(raw) == 1000  # the last 1000 ids
+    for internal in (live - 1000, live - 901, live - 1):
+        assert np.array_equal(raw.get(internal), _rows(internal, 1)[0])
+
+
+def test_a_capture_keeps_its_rows_through_later_adds_and_compaction() -> None:
+    raw = RawValues(DIMS)
+    _add(raw, 0, 10)
+    captured = raw.capture()
+    raw.forget(range(10))
+    _add(raw, 10, 3 * COMPACT_MIN_ROWS)  # grows into a new array
+    raw.forget(range(10, 10 + 2 * COMPACT_MIN_ROWS))
+    assert raw.compact(contextlib.nullcontext)
+    assert np.array_equal(RawValues.gather(captured, [9, 0, 5]), _rows(0, 10)[[9, 0, 5]])
+    assert np.array_equal(raw.get(10 + 3 * COMPACT_MIN_ROWS - 1), _rows(10 + 3 * COMPACT_MIN_ROWS - 1, 1)[0])
+
+
+def test_churned_cosine_values_read_back_exactly_through_compaction_and_restart(
+    open_vector: Callable[..., Any],
+) -> None:
+    rng = np.random.default_rng(3)
+    ids = [f"v{i}" for i in range(500)]
+    latest: dict[str, list[float]] = {}
+    with open_vector(wal_max_entries=100_000, snapshot_interval_seconds=3600) as stub:
+        stub.CreateIndex(pb.CreateIndexRequest(name="docs", dimensions=DIMS, metric=pb.METRIC_COSINE))
+        for _ in range(12):  # 6,000 replacements: more forgotten rows than COMPACT_MIN_ROWS
+            values = rng.standard_normal((len(ids), DIMS)).astype("<f4")
+            columns = pb.VectorColumns(ids=ids, values=values.tobytes())
+            stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="docs", columns=columns))
+            latest = {vid: row.tolist() for vid, row in zip(ids, values, strict=True)}
+        got = stub.GetVectors(pb.GetVectorsRequest(index_name="docs", ids=ids)).vectors
+        assert {v.id: list(v.values) for v in got} == latest
+    with open_vector() as stub:
+        got = stub.GetVectors(pb.GetVectorsRequest(index_name="docs", ids=ids)).vectors
+        assert {v.id: list(v.values) for v in got} == latest
+        best = stub.Query(pb.QueryRequest(index_name="docs", vector=latest["v7"], top_k=1)).matches[0]
+        assert best.id == "v7" and abs(best.score - 1.0) < 1e-5
