@@ -15,6 +15,8 @@ in this process with the same settings (one OpenMP thread).
 - Filtered query latency (10% selectivity) vs unfiltered, both through gRPC.
 - HNSW recall@10 against exact search, and its latency.
 - Restart time with 100k vectors in the snapshot and a 10k-entry log.
+- Single-vector upsert latency while snapshots of the whole index are taken (about one a second):
+  a snapshot holds writes only while it captures the index, not while it writes the file.
 
     .venv/bin/python bench/vector.py [--quick]
 """
@@ -52,6 +54,7 @@ QPS_TARGET = 1.5
 UPSERT_TARGET = 0.5
 BATCH = 1000
 IN_FLIGHT = 4
+SNAPSHOT_CLIENTS = 4
 
 
 def clustered(n: int, seed: int) -> np.ndarray:
@@ -219,6 +222,26 @@ def start_server(data_dir: Path, address: str, **env: str) -> ServerProcess:
         **env,
     }
     return ServerProcess("services.vector", settings, address, data_dir / "server.log").start(timeout=300)
+
+
+async def upsert_latencies(address: str, values: np.ndarray, seconds: float) -> list[float]:
+    """Seconds each single-vector upsert took, SNAPSHOT_CLIENTS at a time, for `seconds`."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = vector_pb2_grpc.VectorServiceStub(channel)
+
+        async def client(number: int) -> None:
+            i = 0
+            while time.perf_counter() < deadline:
+                vector = pb.Vector(id=f"during-{number}-{i}", values=values[i % len(values)].tolist())
+                started = time.perf_counter()
+                await stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="flat", vectors=[vector]))
+                latencies.append(time.perf_counter() - started)
+                i += 1
+
+        await asyncio.gather(*(client(number) for number in range(SNAPSHOT_CLIENTS)))
+    return latencies
 
 
 def main() -> None:
@@ -431,12 +454,14 @@ def main() -> None:
         finally:
             server.kill()
         started = time.perf_counter()
-        server = start_server(data_dir, address)
+        # Snapshot at every maintenance tick (~1/s) that finds the log non-empty: for the figure below.
+        server = start_server(data_dir, address, STRATA_VECTOR_WAL_MAX_ENTRIES="1")
         restart = time.perf_counter() - started
         try:
             with grpc.insecure_channel(address) as channel:
                 info = vector_pb2_grpc.VectorServiceStub(channel).GetIndex(pb.GetIndexRequest(name="flat")).index
                 assert info.vector_count == n + log_entries, info.vector_count
+            during = asyncio.run(upsert_latencies(address, extra, seconds=2 if quick else 6))
         finally:
             server.terminate(120)
         report.add(
@@ -445,6 +470,13 @@ def main() -> None:
             "",
             "",
             f"(single-vector upserts: {single_rate:,.0f}/s, {CLIENTS} clients)",
+        )
+        report.add(
+            f"single-vector upsert while {n + log_entries:,}-vector snapshots run, p50 / p99 / max (ms)",
+            " / ".join(f"{percentile(during, q) * 1000:.1f}" for q in (0.5, 0.99, 1.0)),
+            "",
+            "",
+            f"({len(during):,} upserts, {SNAPSHOT_CLIENTS} clients, a snapshot each second)",
         )
 
     print()

@@ -408,7 +408,7 @@ class FaissIndex:
                 if not added:
                     self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), new_ids)
                 internals = new_ids.tolist()
-                # Row views: the logged batch is never modified. Bulk `update`s, no loop per vector.
+                # Bulk `update`s, no loop per vector.
                 if self._raw is not None:
                     self._raw.add(internals, entry.values)
                 records = map(_Record, zip(entry.keys, entry.metadata, strict=True))

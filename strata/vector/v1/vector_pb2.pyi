@@ -388,7 +388,9 @@ class Vector(_message.Message):
 
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
-        """JSON-like metadata for filtering and display; at most 10 KiB serialised."""
+        """JSON-like metadata for filtering and display; at most 10 KiB serialised. Numbers
+        must be finite: JSON has no NaN or Infinity.
+        """
 
     def __init__(
         self,
@@ -431,8 +433,9 @@ class VectorColumns(_message.Message):
 
     @_builtins.property
     def metadata_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Each vector's metadata as the text of a JSON object (RFC 8259: no NaN or Infinity),
-        at most 10 KiB of UTF-8 and 32 levels of nesting; an empty string means no metadata.
+        """Each vector's metadata as the text of a JSON object (RFC 8259: no NaN or Infinity,
+        no number beyond a double's range, no unpaired surrogate escape), at most 10 KiB of
+        UTF-8 and 32 levels of nesting; an empty string means no metadata.
         Either empty (no vector has metadata) or exactly one entry per id.
         """
 
