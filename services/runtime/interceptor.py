@@ -133,7 +133,7 @@ def _tracker(metrics: ServerMetrics | None, method: str, kind: str) -> Callable[
 
 
 def _log(
-    method: str, code: grpc.StatusCode, started: float, context: Any, level: int, call: MethodSeries | None = None
+    method: str, code: grpc.StatusCode, started: float, peer: str, level: int, call: MethodSeries | None = None
 ) -> None:
     elapsed = time.perf_counter() - started
     if call is not None:
@@ -146,7 +146,7 @@ def _log(
                 "method": method,
                 "code": code.name,
                 "duration_ms": round(elapsed * 1000, 3),
-                "peer": context.peer(),
+                "peer": peer,
             },
         )
 
@@ -172,6 +172,9 @@ def _wrap_unary(
 ) -> Callable[..., Any]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
+        # Asked now: once a call is cancelled by a stopping server, its context may no longer
+        # be safe to ask (grpcio has crashed the process on `peer()` then).
+        peer = context.peer()
         call = track() if track is not None else None
         code = grpc.StatusCode.OK
         try:
@@ -189,7 +192,7 @@ def _wrap_unary(
             code = error.code
             await _abort(context, status_for(error))
         finally:
-            _log(method, code, started, context, level, call)
+            _log(method, code, started, peer, level, call)
 
     return wrapper
 
@@ -203,6 +206,9 @@ def _wrap_stream(
 ) -> Callable[..., Any]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
+        # Asked now: once a call is cancelled by a stopping server, its context may no longer
+        # be safe to ask (grpcio has crashed the process on `peer()` then).
+        peer = context.peer()
         call = track() if track is not None else None
         code = grpc.StatusCode.OK
         try:
@@ -225,6 +231,6 @@ def _wrap_stream(
             code = error.code
             await _abort(context, status_for(error))
         finally:
-            _log(method, code, started, context, level, call)
+            _log(method, code, started, peer, level, call)
 
     return wrapper
