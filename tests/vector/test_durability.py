@@ -105,8 +105,11 @@ def test_restart_replays_the_log(open_vector: Callable[..., Any], tmp_path: Path
     ids=["flat-euclidean", "flat-cosine", "flat-dot", "hnsw-cosine"],
 )
 def test_snapshots_truncate_the_log_and_restart_is_exact(
-    open_vector: Callable[..., Any], tmp_path: Path, kind: dict[str, Any]
+    open_vector: Callable[..., Any], tmp_path: Path, kind: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Small pieces, so the file holds many of each kind (records, values, HNSW graph).
+    monkeypatch.setattr(snapshots, "RECORDS_PER_PIECE", 7)
+    monkeypatch.setattr(snapshots, "BYTES_PER_PIECE", 100)
     with open_vector(wal_max_entries=5, snapshot_interval_seconds=0.2) as stub:
         stub.CreateIndex(pb.CreateIndexRequest(name="docs", dimensions=8, **kind))
         _workload(stub, "docs", 20)
@@ -191,14 +194,14 @@ def test_writes_and_reads_go_on_while_a_snapshot_is_built(
     """Writes wait only for the snapshot's capture; building and writing the file (O(N))
     happens while they carry on, and a restart then finds both."""
     building, release = threading.Event(), threading.Event()
-    build = snapshots.build
+    write = snapshots.write
 
-    def held_build(*args: Any, **kwargs: Any) -> bytes:
+    def held_write(*args: Any, **kwargs: Any) -> None:
         building.set()
         assert release.wait(30)
-        return build(*args, **kwargs)
+        write(*args, **kwargs)
 
-    monkeypatch.setattr(snapshots, "build", held_build)
+    monkeypatch.setattr(snapshots, "write", held_write)
     with open_vector(wal_max_entries=1, snapshot_interval_seconds=0.2) as stub:
         stub.CreateIndex(pb.CreateIndexRequest(name="docs", dimensions=4, metric=pb.METRIC_EUCLIDEAN))
         stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="docs", vectors=[vec("first", [1, 0, 0, 0])]))

@@ -183,7 +183,7 @@ class FaissIndex:
         """Load the snapshot, replay the log after it; returns the number of entries replayed."""
         snapshot = self.directory / storage.SNAPSHOT_FILE
         if snapshot.exists():
-            self._restore(pickle.loads(snapshot.read_bytes()))
+            self._restore(snapshots.read(snapshot))
         replayed = 0
         run: list[storage.LogEntry] = []
         run_keys: set[VectorKey] = set()
@@ -470,8 +470,10 @@ class FaissIndex:
                 )
                 self._log.rotate(self.last_mutation_id + 1)
                 self._log.reset_counters()
-            data = snapshots.build(captured, read_lock=self._rw.read)
-            storage.write_atomically(self.directory / storage.SNAPSHOT_FILE, data)
+            storage.write_atomically(
+                self.directory / storage.SNAPSHOT_FILE,
+                lambda out: snapshots.write(captured, out, read_lock=self._rw.read),
+            )
             with self._writer:
                 if not self.closed and self._log is not None:
                     self._log.forget_before_current()

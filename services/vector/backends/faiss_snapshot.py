@@ -10,18 +10,21 @@ lock, because an append may move the storage. HNSW changes its graph in place on
 the capture clones it (about a third of the time serialising takes) and the clone is
 serialised afterwards.
 
-Format 2 (this one) keeps a flat index as its vectors alone (the caller's values, in record
-order) and rebuilds it on load, at half the size of format 1, which also held the FAISS
-index serialised (and, for cosine, both the normalised and the caller's values).
+Format 2 (this one) is a header, then the records, the values and (HNSW) the serialised
+graph, in pieces pickled one by one. It keeps a flat index as its vectors alone (the caller's
+values, in record order) and rebuilds it on load: half the size of format 1, one pickle that
+also held the FAISS index serialised (and, for cosine, both normalised and caller's values).
 """
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import faiss
 import numpy as np
@@ -32,6 +35,9 @@ FORMAT = 2
 READABLE_FORMATS = (1, 2)
 # Rows copied per hold of the read lock (~6 MB at 384 dimensions: a few milliseconds).
 ROWS_PER_STEP = 4096
+# Pieces of the file, each pickled in a few milliseconds.
+RECORDS_PER_PIECE = 2000
+BYTES_PER_PIECE = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -72,26 +78,57 @@ def capture(
     )
 
 
-def build(snap: Capture, *, read_lock: Callable[[], AbstractContextManager[Any]]) -> bytes:
-    """The snapshot file's bytes, built while writes carry on."""
+def write(snap: Capture, out: BinaryIO, *, read_lock: Callable[[], AbstractContextManager[Any]]) -> None:
+    """Write the snapshot while writes carry on: a header, then the records, the values and the
+    HNSW graph in pieces. Each piece is pickled on its own: pickling holds the GIL for as long as
+    it runs, and one pickle of 100k records would stop every other thread for ~0.4 s."""
     internal = list(snap.records)
-    records = [(i, r[0].namespace, r[0].id, r[1]) for i, r in snap.records.items()]
     raw = None
     if internal and snap.raw is not None:
         raw = RawValues.gather(snap.raw, internal)
     elif internal and snap.graph is None:
         raw = _flat_rows(snap.index, snap.ntotal, np.asarray(internal, dtype=np.int64), read_lock)
-    state = {
+    graph = None if snap.graph is None else faiss.serialize_index(snap.graph)
+    header = {
         "format": FORMAT,
         "mutation_id": snap.mutation_id,
         "next_id": snap.next_id,
-        "index": None if snap.graph is None else faiss.serialize_index(snap.graph),
-        "records": records,
-        "raw": raw,
         "dead": snap.dead,
         "postings": snap.postings,
+        "records": len(internal),
+        "raw": None if raw is None else len(raw),
+        "index": None if graph is None else len(graph),
     }
-    return pickle.dumps(state, protocol=5)
+    pickle.dump(header, out, protocol=5)
+    records = iter(snap.records.items())
+    for _ in range(0, len(internal), RECORDS_PER_PIECE):
+        piece = [(i, r[0].namespace, r[0].id, r[1]) for i, r in itertools.islice(records, RECORDS_PER_PIECE)]
+        pickle.dump(piece, out, protocol=5)
+    for array in (raw, graph):
+        if array is not None:
+            step = max(1, BYTES_PER_PIECE // max(1, array[:1].nbytes))
+            for start in range(0, len(array), step):
+                pickle.dump(array[start : start + step], out, protocol=5)
+
+
+def read(path: Path) -> dict[str, Any]:
+    """A snapshot file as one state: records, raw values (or None) and the serialised index (or None)."""
+    with open(path, "rb") as source:
+        state: dict[str, Any] = pickle.load(source)
+        if state.get("format") == 1:  # the whole state in one pickle
+            return state
+        records: list[Any] = []
+        while len(records) < state["records"]:
+            records.extend(pickle.load(source))
+        state["records"] = records
+        for name in ("raw", "index"):
+            if state[name] is not None:
+                pieces, total = [], 0
+                while total < state[name]:
+                    pieces.append(pickle.load(source))
+                    total += len(pieces[-1])
+                state[name] = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+    return state
 
 
 def _flat_rows(

@@ -20,10 +20,10 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
@@ -57,11 +57,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write a file so a crash leaves either the old or the new content, never a mix."""
+def write_atomically(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write a file (its bytes, or a function writing to it) so that a crash leaves either the
+    old or the new content, never a mix."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as out:
-        out.write(data)
+        if isinstance(data, bytes):
+            out.write(data)
+        else:
+            data(out)
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
