@@ -37,6 +37,7 @@ from services.vector.backends import faiss_snapshot as snapshots
 from services.vector.backends import faiss_storage as storage
 from services.vector.backends.faiss_locks import ReadWriteLock
 from services.vector.backends.faiss_memory import HugePages
+from services.vector.backends.faiss_order import KeyOrder
 from services.vector.backends.faiss_postings import Postings
 from services.vector.backends.faiss_raw import RawValues
 from services.vector.filters import Filter
@@ -174,7 +175,7 @@ class FaissIndex:
         self._hidden: tuple[int, int] | None = None
         self._next_id = 0
         self.last_mutation_id = 0
-        self._sorted: tuple[list[tuple[bytes, bytes]], list[VectorKey]] | None = None
+        self._order = KeyOrder()
         self._log: storage.LogWriter | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -391,6 +392,14 @@ class FaissIndex:
             added = True
         with self._rw.write():
             self._hidden = None
+            if old and self._order.tracking:
+                present = [self._records[internal].key for internal in old]
+                if entry.op == "upsert":  # replaced keys stay; only the others are new
+                    self._order.changed(added=set(entry.keys).difference(present))
+                else:
+                    self._order.changed(removed=present)
+            elif entry.op == "upsert":
+                self._order.changed(added=entry.keys)
             if old:
                 self._dead.update(old)
                 if self._raw is not None:
@@ -422,8 +431,6 @@ class FaissIndex:
                         self._namespaces.setdefault(key.namespace, set()).add(internal)
                 self._postings.add_many(internals, entry.metadata)
                 self._next_id += len(new_ids)
-            if old or (new_ids is not None and len(new_ids)):
-                self._sorted = None
             self.last_mutation_id = entry.mutation_id
         if new_ids is not None and len(new_ids):
             self._huge_pages.advise(self._index)  # cheap; `tidy_memory` collapses what is already written
@@ -672,14 +679,6 @@ class FaissIndex:
         records.sort(key=lambda r: r.key.sort_key())
         return records
 
-    def _sorted_keys(self) -> tuple[list[tuple[bytes, bytes]], list[VectorKey]]:
-        cached = self._sorted
-        if cached is None:
-            keys = sorted(self._by_key, key=VectorKey.sort_key)
-            cached = ([key.sort_key() for key in keys], keys)
-            self._sorted = cached  # benign race: concurrent readers build the same list
-        return cached
-
     def list_page(
         self,
         namespace: str | None,
@@ -693,15 +692,14 @@ class FaissIndex:
             allowed = None if where is None else self._candidates(where, namespace)
             if allowed is not None and len(allowed) * 4 <= len(self._by_key):
                 # Few matches: sort just them rather than walk the sorted list of every key.
-                chosen = sorted((self._records[i].key for i in allowed), key=VectorKey.sort_key)
-                order = [key.sort_key() for key in chosen]
+                chosen = sorted(self._records[i].key for i in allowed)
             else:
-                order, chosen = self._sorted_keys()
+                chosen = self._order.keys(lambda: self._by_key)
             start = 0
             if namespace is not None:
-                start = bisect.bisect_left(order, (namespace.encode(), b""))
+                start = bisect.bisect_left(chosen, (namespace, ""))
             if after is not None:
-                start = max(start, bisect.bisect_right(order, after.sort_key()))
+                start = max(start, bisect.bisect_right(chosen, after))
             page: list[VectorKey] = []
             for key in itertools.islice(chosen, start, None):
                 if namespace is not None and key.namespace != namespace:
