@@ -1,6 +1,7 @@
 """One FAISS index in memory, with its log and snapshots.
 
-Concurrency: `_writer` (a mutex) serialises mutations and snapshots; planning and the
+Concurrency: `_writer` (a mutex) serialises mutations and the capture that starts a snapshot
+(the file is then written while writes go on: `faiss_snapshot`); planning and the
 fsynced log append happen under it but outside `_rw` (writes queued meanwhile share the
 next fsync: group commit). Only the short in-memory apply (FAISS add plus the id maps)
 holds `_rw` exclusively, so searches wait for at most one apply and never for a disk

@@ -1,7 +1,7 @@
 """What a snapshot of one FAISS index holds, and how it is taken without stopping writes.
 
-Writes wait only while `capture` takes references and small copies (a few milliseconds at
-100k vectors); `build` then assembles the O(N) state while writes carry on. That is sound
+Writes wait only while `capture` takes references and small copies (~12 ms at 100k
+vectors); `write` then puts the O(N) rest into the file while writes carry on. That is sound
 because nothing captured changes afterwards: records are immutable tuples (the dict holding
 them is copied), tombstones and postings are copied, and a flat index only ever appends,
 so its first `ntotal` rows stay as they were (compaction swaps in a new index object and
