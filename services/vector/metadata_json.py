@@ -66,14 +66,17 @@ def depth(value: Any) -> int:
 
 def to_text(vid: str, metadata: Metadata) -> str:
     """The JSON text of metadata sent as a Struct (the `Vector` form), within the size limit."""
-    try:
-        text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError as exc:  # a Struct may carry NaN or Infinity; JSON cannot
-        raise bad_metadata(vid, "holds NaN or Infinity, which JSON cannot carry") from exc
-    size = len(text.encode())
-    if size > MAX_METADATA_BYTES:
-        raise too_large(vid, size, " serialised")
-    return text
+    text = orjson.dumps(metadata)
+    # orjson writes NaN and Infinity (which a Struct may carry) as null: where a null appears at
+    # all, the standard library, which refuses them, decides.
+    if b"null" in text:
+        try:
+            json.dumps(metadata, allow_nan=False)
+        except ValueError as exc:
+            raise bad_metadata(vid, "holds NaN or Infinity, which JSON cannot carry") from exc
+    if len(text) > MAX_METADATA_BYTES:
+        raise too_large(vid, len(text), " serialised")
+    return text.decode()
 
 
 def _brackets(text: str) -> int:
