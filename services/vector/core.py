@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -46,9 +46,8 @@ MAX_FILTER_GET = 10_000
 HNSW_LIMITS = {"m": (4, 64), "ef_construction": (8, 1024), "ef_search": (8, 1024)}
 
 
-@dataclass(frozen=True)
-class VectorInput:
-    """One vector as a caller sent it, before validation."""
+class VectorInput(NamedTuple):
+    """One vector as a caller sent it, before validation (a tuple: thousands are made per call)."""
 
     id: str
     values: Sequence[float]
