@@ -57,14 +57,12 @@ class IndexInfo:
 class VectorKey(NamedTuple):
     """A vector's identity: its id within its namespace. Orders by (namespace, id).
 
-    A tuple rather than a dataclass: keys are hashed several times per vector written."""
+    A tuple rather than a dataclass: keys are hashed several times per vector written. Its natural
+    order is the contract's byte order: Python orders str by code point, which is the order of
+    their UTF-8 bytes, so every backend sorts keys alike with no key function."""
 
     namespace: str
     id: str
-
-    def sort_key(self) -> tuple[bytes, bytes]:
-        # Byte order of UTF-8 is the documented order, so every backend sorts alike.
-        return (self.namespace.encode(), self.id.encode())
 
 
 # tuple.__new__ bound to VectorKey: make_key((namespace, id)) builds a key without the Python-level

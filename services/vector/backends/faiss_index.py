@@ -284,7 +284,7 @@ class FaissIndex:
                 found.discard(key)
                 if metadata is not None and namespace in (None, key.namespace) and filters.matches(where, metadata):
                     found.add(key)
-            keys = sorted(found, key=VectorKey.sort_key)
+            keys = sorted(found)
             for key in keys:
                 pending.changes[key] = None
             return storage.LogEntry(mutation_id, "delete", keys), WriteResult(mutation_id, len(keys))
@@ -677,7 +677,7 @@ class FaissIndex:
                     metadata={"matches": str(len(ids)), "limit": str(limit)},
                 )
             records = [self._to_record(i) for i in ids]
-        records.sort(key=lambda r: r.key.sort_key())
+        records.sort(key=lambda r: r.key)
         return records
 
     def list_page(

@@ -1,7 +1,6 @@
 """Every key of an index in (namespace, id) order, for ListVectors pages.
 
-Python orders str by code point, which is the order of their UTF-8 bytes, so VectorKey
-tuples sort in the contract's byte order with no key function. The sorted list is built on
+VectorKeys sort in the contract's byte order by their natural order. The sorted list is built on
 the first page anyone asks for and then kept: writes only note the keys they add and remove,
 and the next page folds those in (a sort of the added keys, a linear merge and a filter). So
 paging through an index while it is written to does not sort the whole index for every page.

@@ -390,7 +390,7 @@ class MilvusBackend:
                 metadata={"matches": str(matches), "limit": str(limit)},
             )
         records = [self._record(r) for r in rows]
-        records.sort(key=lambda r: r.key.sort_key())
+        records.sort(key=lambda r: r.key)
         return records
 
     async def list_vectors(
@@ -415,7 +415,7 @@ class MilvusBackend:
         # Milvus cannot order a query, so the keys after the cursor are sorted here (one pass
         # over the matching keys per page; pages then fetch only their own records).
         keys = await self._call("listing vectors", self._matching_keys, name, expr or 'vid != ""')
-        keys.sort(key=VectorKey.sort_key)
+        keys.sort()
         page = keys[: limit + 1]
         more = len(page) > limit
         page = page[:limit]
