@@ -110,7 +110,7 @@ class LogEntry:
     keys: list[VectorKey]
     values: Vector32 | None = None
     metadata: list[Metadata] | None = None
-    # The metadata already serialised (by the core's size check), spliced in as is.
+    # The same metadata as the core's JSON texts: what an upsert logs (replay fills `metadata`).
     metadata_json: list[str] | None = None
 
     def frame(self) -> list[bytes | memoryview]:
@@ -124,11 +124,8 @@ class LogEntry:
             "ids": ids,
         }
         head = orjson.dumps(header)
-        texts = self.metadata_json
-        if texts is None and self.metadata is not None:
-            texts = [json.dumps(metadata, separators=(",", ":"), ensure_ascii=False) for metadata in self.metadata]
-        if texts is not None:  # the caller's JSON texts, spliced in as sent
-            head = head[:-1] + b',"md":[' + ",".join(texts).encode() + b"]}"
+        if self.metadata_json is not None:  # the JSON texts the core checked, spliced in as they are
+            head = head[:-1] + b',"md":[' + ",".join(self.metadata_json).encode() + b"]}"
         prefix = _HEADER_LEN.pack(len(head)) + head
         if self.values is None:
             return [_FRAME.pack(len(prefix), zlib.crc32(prefix)), prefix]
