@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
+from pymilvus import MilvusClient
 
+from services.vector.backends import milvus
+from services.vector.backends.milvus import collection_name
 from strata.vector.v1 import vector_pb2
 from tests.contract.vector.helpers import as_dict, rpc_error, struct, vec
 from tests.contract.vector.milvus_server import milvus_lite
@@ -66,3 +70,53 @@ def test_a_stopped_milvus_is_unavailable(open_vector: Callable[..., Any], tmp_pa
     finally:
         if not stopped:
             server.__exit__(None, None, None)
+
+
+def _stored_pks(uri: str, index: str) -> set[str]:
+    client = MilvusClient(uri=uri)
+    try:
+        rows = client.query(collection_name(index), filter='vid != ""', output_fields=["pk"], limit=1000)
+        return {row["pk"] for row in rows}
+    finally:
+        client.close()
+
+
+def test_a_collection_with_the_first_key_layout_keeps_working(
+    open_vector: Callable[..., Any], milvus_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Collections made before primary keys sorted in key order (layout 1) are read and written
+    as they are; only new collections get the layout that lists by primary key."""
+    keys = [(ns, vid) for ns in ("", "a", "a0", "ab", "é") for vid in ("x", "x0", "xa", "ü")]
+    vectors = [vec(vid, [1, i, 0], {"i": i}, namespace=ns) for i, (ns, vid) in enumerate(keys)]
+    by_bytes = sorted(keys, key=lambda key: (key[0].encode(), key[1].encode()))
+    monkeypatch.setattr(milvus, "PK_LAYOUT", 1)
+    with open_vector(backend="milvus", milvus_uri=milvus_uri) as stub:
+        stub.CreateIndex(pb.CreateIndexRequest(name="layout-one", dimensions=3, metric=pb.METRIC_COSINE))
+        stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="layout-one", vectors=vectors[:10]))
+    monkeypatch.undo()
+    with open_vector(backend="milvus", milvus_uri=milvus_uri) as stub:
+        stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="layout-one", vectors=vectors[10:]))
+        stub.CreateIndex(pb.CreateIndexRequest(name="layout-two", dimensions=3, metric=pb.METRIC_COSINE))
+        stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="layout-two", vectors=vectors))
+        for index in ("layout-one", "layout-two"):
+            listed: list[tuple[str, str]] = []
+            token = ""
+            while True:
+                page = stub.ListVectors(pb.ListVectorsRequest(index_name=index, page_size=3, page_token=token))
+                listed += [(v.namespace, v.id) for v in page.vectors]
+                token = page.next_page_token
+                if not token:
+                    break
+            assert listed == by_bytes, index
+            got = stub.GetVectors(pb.GetVectorsRequest(index_name=index, ids=["xa"], namespace="a0")).vectors
+            assert [(v.id, as_dict(v.metadata)) for v in got] == [("xa", {"i": keys.index(("a0", "xa"))})]
+            inserted = stub.InsertVectors(pb.InsertVectorsRequest(index_name=index, vectors=vectors[:2]))
+            assert inserted.inserted_count == 0 and inserted.skipped_count == 2
+            gone = stub.DeleteVectors(pb.DeleteVectorsRequest(index_name=index, ids=["x", "x0"], namespace="ab"))
+            assert gone.deleted_count == 2
+            assert stub.GetIndex(pb.GetIndexRequest(name=index)).index.vector_count == len(keys) - 2
+    assert all(":" in pk for pk in _stored_pks(milvus_uri, "layout-one"))
+    assert all("." in pk and ":" not in pk for pk in _stored_pks(milvus_uri, "layout-two"))
+    with open_vector(backend="milvus", milvus_uri=milvus_uri) as stub:
+        for index in ("layout-one", "layout-two"):
+            stub.DeleteIndex(pb.DeleteIndexRequest(name=index))

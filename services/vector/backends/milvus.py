@@ -3,9 +3,12 @@
 Layout in Milvus:
 - `strata_vector_indexes`: one row per index (its spec as JSON and its last mutation id),
   the catalog; Milvus needs a vector field in every collection, so it carries a dummy one.
-- `strata_<hex of the index name>` per index: pk (hex namespace ':' hex id), ns, vid, the
+- `strata_<hex of the index name>` per index: pk (hex namespace '.' hex id), ns, vid, the
   vector and a JSON `metadata` field. Strong consistency, so a write is visible to the
-  next read.
+  next read. The pk sorts in the contract's (namespace, id) order, so ListVectors reads one
+  page at a time by primary key. Collections made before that (pk layout 1, hex namespace
+  ':' hex id, which does not sort so) still work; their listing reads every key after the
+  cursor for each page.
 
 Mutation ids: this server serialises writes per index and bumps the catalog row after the
 data write and before replying, so every acknowledged id is persisted and ids grow. One
@@ -79,13 +82,16 @@ def collection_name(index: str) -> str:
     return "strata_" + index.encode().hex()
 
 
-def _pk(key: VectorKey) -> str:
-    # Hex keeps the key free of quotes: pymilvus' query iterator splices pks into expressions unescaped.
-    return key.namespace.encode().hex() + ":" + key.id.encode().hex()
+PK_LAYOUT = 2  # the primary key layout of collections created now
+_PK_SEPARATORS = {1: ":", 2: "."}
 
 
-def _keys_expr(keys: list[VectorKey]) -> str:
-    return "pk in [" + ", ".join(milvus_expr.string_literal(_pk(k)) for k in keys) + "]"
+def pk_of(key: VectorKey, layout: int) -> str:
+    """A vector's primary key. Hex keeps it free of quotes (pymilvus' query iterator splices pks
+    into expressions unescaped). Layout 2 separates namespace and id with '.', which sorts below
+    every hex digit, so primary keys sort as their (namespace, id) UTF-8 bytes do; layout 1's ':'
+    sorts above the digits, putting namespace "ab" before "a"."""
+    return key.namespace.encode().hex() + _PK_SEPARATORS[layout] + key.id.encode().hex()
 
 
 def _namespace_expr(namespace: str | None) -> str:
@@ -98,6 +104,7 @@ class MilvusBackend:
         self._client: MilvusClient | None = None
         self._specs: dict[str, IndexSpec] = {}
         self._mutations: dict[str, int] = {}
+        self._layouts: dict[str, int] = {}  # index -> primary key layout
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ---- plumbing --------------------------------------------------------------------
@@ -140,8 +147,10 @@ class MilvusBackend:
             limit=MAX_QUERY_WINDOW,
         )
         for row in rows:
-            self._specs[row["name"]] = spec_from_json(json.loads(row["spec"]))
+            saved = json.loads(row["spec"])
+            self._specs[row["name"]] = spec_from_json(saved)
             self._mutations[row["name"]] = int(row["mutation"])
+            self._layouts[row["name"]] = int(saved.get("pk_layout", 1))
 
     def _create_catalog(self) -> None:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -173,8 +182,16 @@ class MilvusBackend:
             raise NotFound(f"index {name!r} does not exist", reason="INDEX_NOT_FOUND", metadata={"index": name})
         return spec
 
+    def _pks(self, name: str, keys: list[VectorKey]) -> list[str]:
+        layout = self._layouts[name]
+        return [pk_of(key, layout) for key in keys]
+
+    def _keys_expr(self, name: str, keys: list[VectorKey]) -> str:
+        return "pk in [" + ", ".join(map(milvus_expr.string_literal, self._pks(name, keys))) + "]"
+
     async def _save_mutation(self, spec: IndexSpec, mutation: int) -> None:
-        row = {"name": spec.name, "spec": json.dumps(spec_to_json(spec)), "mutation": mutation, "unused": [0.0, 0.0]}
+        saved = {**spec_to_json(spec), "pk_layout": self._layouts[spec.name]}
+        row = {"name": spec.name, "spec": json.dumps(saved), "mutation": mutation, "unused": [0.0, 0.0]}
         await self._call("recording the mutation", self.client.upsert, CATALOG, [row])
         self._mutations[spec.name] = mutation
 
@@ -186,6 +203,7 @@ class MilvusBackend:
                 )
             await self._call("creating the index", self._create_collection, spec)
             self._specs[spec.name] = spec
+            self._layouts[spec.name] = PK_LAYOUT
             await self._save_mutation(spec, 0)
             return IndexInfo(spec, 0, 0)
 
@@ -234,6 +252,7 @@ class MilvusBackend:
             await self._call("deleting the index", self.client.delete, CATALOG, filter=f"name == {json.dumps(name)}")
             del self._specs[name]
             self._mutations.pop(name, None)
+            self._layouts.pop(name, None)
             await self._call("dropping the collection", self.client.drop_collection, collection_name(name))
 
     # ---- writes ----------------------------------------------------------------------
@@ -246,7 +265,7 @@ class MilvusBackend:
                 "looking up ids",
                 self.client.query,
                 collection_name(name),
-                filter=_keys_expr(chunk),
+                filter=self._keys_expr(name, chunk),
                 output_fields=["ns", "vid"],
                 limit=len(chunk),
             )
@@ -267,9 +286,10 @@ class MilvusBackend:
                 existing = await self._existing(name, batch.keys)
                 skipped = [k for k in batch.keys if k in existing]
                 rows = [i for i, k in enumerate(batch.keys) if k not in existing]  # type: ignore[assignment]
+            layout = self._layouts[name]
             data = [
                 {
-                    "pk": _pk(batch.keys[i]),
+                    "pk": pk_of(batch.keys[i], layout),
                     "ns": batch.keys[i].namespace,
                     "vid": batch.keys[i].id,
                     "vector": batch.values[i].tolist(),
@@ -287,7 +307,7 @@ class MilvusBackend:
             present = await self._existing(name, list(dict.fromkeys(keys)))
             if present:
                 await self._call(
-                    "deleting vectors", self.client.delete, collection_name(name), ids=[_pk(k) for k in present]
+                    "deleting vectors", self.client.delete, collection_name(name), ids=self._pks(name, list(present))
                 )
             return WriteResult(await self._next_mutation(spec), len(present))
 
@@ -362,7 +382,7 @@ class MilvusBackend:
                 "reading vectors",
                 self.client.get,
                 collection_name(name),
-                ids=[_pk(k) for k in unique[start : start + 1000]],
+                ids=self._pks(name, unique[start : start + 1000]),
                 output_fields=_RECORD_FIELDS,
             )
             for row in rows:
@@ -405,15 +425,46 @@ class MilvusBackend:
         include_metadata: bool,
     ) -> Page:
         self._spec(name)
+        layout = self._layouts[name]
+        fields = ["ns", "vid"] + (["vector"] if include_values else []) + (["metadata"] if include_metadata else [])
+        selected = milvus_expr.combine("" if where is None else milvus_expr.render(where), _namespace_expr(namespace))
+        if layout == 1:
+            return await self._list_unordered(name, selected, after, limit, fields)
+        position = "" if after is None else f"pk > {milvus_expr.string_literal(pk_of(after, layout))}"
+        expr = milvus_expr.combine(selected, position) or 'vid != ""'
+        rows = await self._call("listing vectors", self._first_rows, name, expr, limit + 1, fields)
+        records = [self._record(row, include_values, include_metadata) for row in rows[:limit]]
+        return Page(records, records[-1].key if len(rows) > limit else None)
+
+    def _first_rows(self, name: str, expr: str, count: int, fields: list[str]) -> list[dict[str, Any]]:
+        """The first `count` rows matching `expr` in primary key order. A query iterator is what
+        reads in that order (a plain query's order is unspecified); a batch may come back short
+        (Milvus stops merging segments early), so it reads on until it has them or none are left."""
+        iterator = self.client.query_iterator(
+            collection_name(name), batch_size=count, filter=expr, output_fields=fields
+        )
+        rows: list[dict[str, Any]] = []
+        try:
+            while len(rows) < count:
+                batch = iterator.next()
+                if not batch:
+                    break
+                rows.extend(batch)
+        finally:
+            iterator.close()
+        return rows[:count]
+
+    async def _list_unordered(
+        self, name: str, selected: str, after: VectorKey | None, limit: int, fields: list[str]
+    ) -> Page:
+        """Listing a layout-1 collection, whose primary keys do not sort in key order: the keys
+        after the cursor are read and sorted here (one pass over them per page), then the page's
+        records fetched."""
         position = ""
         if after is not None:
             ns, vid = milvus_expr.string_literal(after.namespace), milvus_expr.string_literal(after.id)
             position = f"(ns > {ns} or (ns == {ns} and vid > {vid}))"
-        expr = milvus_expr.combine(
-            "" if where is None else milvus_expr.render(where), _namespace_expr(namespace), position
-        )
-        # Milvus cannot order a query, so the keys after the cursor are sorted here (one pass
-        # over the matching keys per page; pages then fetch only their own records).
+        expr = milvus_expr.combine(selected, position)
         keys = await self._call("listing vectors", self._matching_keys, name, expr or 'vid != ""')
         keys.sort()
         page = keys[: limit + 1]
@@ -425,13 +476,11 @@ class MilvusBackend:
                 "reading vectors",
                 self.client.get,
                 collection_name(name),
-                ids=[_pk(k) for k in page],
-                output_fields=["ns", "vid"]
-                + (["vector"] if include_values else [])
-                + (["metadata"] if include_metadata else []),
+                ids=self._pks(name, page),
+                output_fields=fields,
             )
             by_key = {VectorKey(r["ns"], r["vid"]): r for r in rows}
-            records = [self._record(by_key[k], include_values, include_metadata) for k in page if k in by_key]
+            records = [self._record(by_key[k], "vector" in fields, "metadata" in fields) for k in page if k in by_key]
         return Page(records, page[-1] if more and page else None)
 
     def _matching_keys(self, name: str, expr: str) -> list[VectorKey]:
