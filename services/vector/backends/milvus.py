@@ -239,6 +239,12 @@ class MilvusBackend:
         )
         return int(rows[0]["count(*)"])
 
+    async def _any(self, name: str, expr: str) -> bool:
+        rows = await self._call(
+            "looking up vectors", self.client.query, collection_name(name), filter=expr, output_fields=["pk"], limit=1
+        )
+        return bool(rows)
+
     async def get_index(self, name: str) -> IndexInfo:
         spec = self._spec(name)
         return IndexInfo(spec, await self._count(name), self._mutations.get(name, 0))
@@ -343,12 +349,6 @@ class MilvusBackend:
         include_metadata: bool,
     ) -> list[Match]:
         spec = self._spec(name)
-        if namespace is not None and not await self._count(name, _namespace_expr(namespace)):
-            raise NotFound(
-                f"namespace {namespace!r} does not exist in index {name!r}",
-                reason="NAMESPACE_NOT_FOUND",
-                metadata={"index": name, "namespace": namespace},
-            )
         expr = milvus_expr.combine("" if where is None else milvus_expr.render(where), _namespace_expr(namespace))
         fields = ["ns", "vid"] + (["vector"] if include_values else []) + (["metadata"] if include_metadata else [])
         params: dict[str, Any] = {"metric_type": _METRICS[spec.metric]}
@@ -364,6 +364,13 @@ class MilvusBackend:
             output_fields=fields,
             search_params=params,
         )
+        if not hits[0] and namespace is not None and not await self._any(name, _namespace_expr(namespace)):
+            # Only an empty result asks whether the namespace exists: one call less for every other query.
+            raise NotFound(
+                f"namespace {namespace!r} does not exist in index {name!r}",
+                reason="NAMESPACE_NOT_FOUND",
+                metadata={"index": name, "namespace": namespace},
+            )
         matches = []
         for hit in hits[0]:
             entity = hit["entity"]

@@ -110,6 +110,10 @@ def test_namespace_restricts_query_and_unknown_namespace_is_not_found(vector, in
         grpc.StatusCode.NOT_FOUND,
         "nope",
     )
+    request = pb.QueryRequest(index_name=index, vector=[1, 0, 0, 0], top_k=1, namespace="n2", filter=struct({"x": 1}))
+    assert not vector.Query(request).matches  # a namespace that exists, with nothing matching: empty, not NOT_FOUND
+    request.namespace = "nope"
+    rpc_error(lambda: vector.Query(request), grpc.StatusCode.NOT_FOUND, "nope")
 
 
 def test_get_vectors_by_ids_keeps_request_order_and_skips_missing(vector, index: str) -> None:
