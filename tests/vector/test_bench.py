@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests.contract.vector.milvus_server import milvus_lite_binary
+from tests.support.backends import missing_backend
 from tests.support.servers import REPO_ROOT
 
 
@@ -34,4 +36,22 @@ def test_quick_benchmark_prints_every_figure() -> None:
         "HNSW query p50",
         "restart to SERVING",
     ):
+        assert figure in result.stdout, figure
+
+
+@pytest.mark.slow
+def test_quick_milvus_benchmark_prints_every_figure() -> None:
+    if milvus_lite_binary() is None:
+        missing_backend("milvus-lite is not installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "vector_milvus.py"), "--quick"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for figure in ("list every vector, pages of 100", "query p50 (ms)", "query p50 in a namespace"):
         assert figure in result.stdout, figure
