@@ -1,4 +1,4 @@
-"""The benchmark's quick mode runs end to end and prints every figure the issue asks for."""
+"""The benchmarks' quick modes run end to end and print every figure the issue asks for."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from tests.support.backends import missing_backend
 from tests.support.servers import REPO_ROOT
 
 
-@pytest.mark.slow
-def test_quick_benchmark_prints_every_figure() -> None:
+def _quick_run(script: str) -> str:
+    """stdout of `bench/<script> --quick`, which must succeed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "vector.py"), "--quick"],
+        [sys.executable, str(REPO_ROOT / "bench" / script), "--quick"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -25,6 +25,12 @@ def test_quick_benchmark_prints_every_figure() -> None:
         timeout=240,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_quick_benchmark_prints_every_figure() -> None:
+    stdout = _quick_run("vector.py")
     for figure in (
         "upsert, batches of 1000 in columns",
         "gRPC alone",
@@ -36,22 +42,13 @@ def test_quick_benchmark_prints_every_figure() -> None:
         "HNSW query p50",
         "restart to SERVING",
     ):
-        assert figure in result.stdout, figure
+        assert figure in stdout, figure
 
 
 @pytest.mark.slow
 def test_quick_milvus_benchmark_prints_every_figure() -> None:
     if milvus_lite_binary() is None:
         missing_backend("milvus-lite is not installed")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "vector_milvus.py"), "--quick"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stdout = _quick_run("vector_milvus.py")
     for figure in ("list every vector, pages of 100", "query p50 (ms)", "query p50 in a namespace"):
-        assert figure in result.stdout, figure
+        assert figure in stdout, figure

@@ -14,7 +14,7 @@ from pymilvus import MilvusClient
 from services.vector.backends import milvus
 from services.vector.backends.milvus import collection_name
 from strata.vector.v1 import vector_pb2
-from tests.contract.vector.helpers import as_dict, rpc_error, struct, vec
+from tests.contract.vector.helpers import as_dict, list_keys, rpc_error, struct, vec
 from tests.contract.vector.milvus_server import milvus_lite
 from tests.support.backends import missing_backend
 
@@ -99,15 +99,7 @@ def test_a_collection_with_the_first_key_layout_keeps_working(
         stub.CreateIndex(pb.CreateIndexRequest(name="layout-two", dimensions=3, metric=pb.METRIC_COSINE))
         stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="layout-two", vectors=vectors))
         for index in ("layout-one", "layout-two"):
-            listed: list[tuple[str, str]] = []
-            token = ""
-            while True:
-                page = stub.ListVectors(pb.ListVectorsRequest(index_name=index, page_size=3, page_token=token))
-                listed += [(v.namespace, v.id) for v in page.vectors]
-                token = page.next_page_token
-                if not token:
-                    break
-            assert listed == by_bytes, index
+            assert list_keys(stub, pb.ListVectorsRequest(index_name=index, page_size=3)) == by_bytes, index
             got = stub.GetVectors(pb.GetVectorsRequest(index_name=index, ids=["xa"], namespace="a0")).vectors
             assert [(v.id, as_dict(v.metadata)) for v in got] == [("xa", {"i": keys.index(("a0", "xa"))})]
             inserted = stub.InsertVectors(pb.InsertVectorsRequest(index_name=index, vectors=vectors[:2]))

@@ -27,6 +27,17 @@ def vec(vid: str, values: Sequence[float], metadata: dict[str, Any] | None = Non
     return v
 
 
+def list_keys(stub: Any, request: Any) -> list[tuple[str, str]]:
+    """(namespace, id) of every vector a ListVectors request pages through, following its tokens."""
+    seen: list[tuple[str, str]] = []
+    while True:
+        page = stub.ListVectors(request)
+        seen += [(v.namespace, v.id) for v in page.vectors]
+        if not page.next_page_token:
+            return seen
+        request.page_token = page.next_page_token
+
+
 def as_dict(message: struct_pb2.Struct) -> dict[str, Any]:
     return json_format.MessageToDict(message)
 

@@ -19,7 +19,7 @@ from services.vector.config import VectorSettings
 from services.vector.server import create_server
 from strata.vector.v1 import vector_pb2, vector_pb2_grpc
 from tests.contract.vector.conftest import CONFORMANCE_ADDR
-from tests.contract.vector.helpers import as_dict, struct, vec
+from tests.contract.vector.helpers import as_dict, list_keys, struct, vec
 from tests.support.servers import serve_in_thread
 
 pb = vector_pb2
@@ -118,15 +118,7 @@ def test_backends_agree(reference: Any, subject: Any, metric: int) -> None:
                 if where is not None:
                     got = stub.GetVectors(pb.GetVectorsRequest(index_name=name, filter=struct(where))).vectors
                     out[f"get {f}"] = [(v.namespace, v.id, list(v.values)) for v in got]
-            listed = []
-            token = ""
-            while True:
-                page = stub.ListVectors(pb.ListVectorsRequest(index_name=name, page_size=97, page_token=token))
-                listed += [(v.namespace, v.id) for v in page.vectors]
-                token = page.next_page_token
-                if not token:
-                    break
-            out["list"] = listed
+            out["list"] = list_keys(stub, pb.ListVectorsRequest(index_name=name, page_size=97))
             return out
 
         expected, actual = answers(reference), answers(subject)

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from strata.vector.v1 import vector_pb2
-from tests.contract.vector.helpers import as_dict, rpc_error, struct, vec
+from tests.contract.vector.helpers import as_dict, list_keys, rpc_error, struct, vec
 
 pb = vector_pb2
 
@@ -162,28 +162,18 @@ _TANGLED_NAMESPACES = ["", "a", "a0", "ab", "a.", "b", "é", "😀"]
 _TANGLED_IDS = ["x", "x0", "xa", "x.", "y", "ü", "😀"]
 
 
-def _list_all(vector, request: pb.ListVectorsRequest) -> list[tuple[str, str]]:
-    seen: list[tuple[str, str]] = []
-    while True:
-        page = vector.ListVectors(request)
-        seen += [(v.namespace, v.id) for v in page.vectors]
-        if not page.next_page_token:
-            return seen
-        request.page_token = page.next_page_token
-
-
 @pytest.mark.parametrize("page_size", [1, 4, 1000])
 def test_list_vectors_follows_utf8_byte_order_across_namespaces(vector, index: str, page_size: int) -> None:
     keys = [(ns, vid) for ns in _TANGLED_NAMESPACES for vid in _TANGLED_IDS]
     vectors = [vec(vid, [1, i, 0, 0], {"even": i % 2 == 0}, namespace=ns) for i, (ns, vid) in enumerate(keys)]
     vector.UpsertVectors(pb.UpsertVectorsRequest(index_name=index, vectors=vectors))
     by_bytes = sorted(keys, key=lambda key: (key[0].encode(), key[1].encode()))
-    assert _list_all(vector, pb.ListVectorsRequest(index_name=index, page_size=page_size)) == by_bytes
+    assert list_keys(vector, pb.ListVectorsRequest(index_name=index, page_size=page_size)) == by_bytes
     evens = {key for i, key in enumerate(keys) if i % 2 == 0}
     request = pb.ListVectorsRequest(index_name=index, page_size=page_size, filter=struct({"even": True}))
-    assert _list_all(vector, request) == [key for key in by_bytes if key in evens]
+    assert list_keys(vector, request) == [key for key in by_bytes if key in evens]
     request = pb.ListVectorsRequest(index_name=index, namespace="a", page_size=page_size)
-    assert _list_all(vector, request) == [key for key in by_bytes if key[0] == "a"]
+    assert list_keys(vector, request) == [key for key in by_bytes if key[0] == "a"]
 
 
 def test_list_token_survives_writes(vector, index: str) -> None:
