@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -92,6 +92,10 @@ def pk_of(key: VectorKey, layout: int) -> str:
     every hex digit, so primary keys sort as their (namespace, id) UTF-8 bytes do; layout 1's ':'
     sorts above the digits, putting namespace "ab" before "a"."""
     return key.namespace.encode().hex() + _PK_SEPARATORS[layout] + key.id.encode().hex()
+
+
+def _output_fields(values: bool, metadata: bool) -> list[str]:
+    return ["ns", "vid"] + (["vector"] if values else []) + (["metadata"] if metadata else [])
 
 
 def _namespace_expr(namespace: str | None) -> str:
@@ -350,7 +354,7 @@ class MilvusBackend:
     ) -> list[Match]:
         spec = self._spec(name)
         expr = milvus_expr.combine("" if where is None else milvus_expr.render(where), _namespace_expr(namespace))
-        fields = ["ns", "vid"] + (["vector"] if include_values else []) + (["metadata"] if include_metadata else [])
+        fields = _output_fields(include_values, include_metadata)
         params: dict[str, Any] = {"metric_type": _METRICS[spec.metric]}
         if spec.hnsw is not None:
             params["params"] = {"ef": max(spec.hnsw.ef_search, top_k)}
@@ -433,10 +437,10 @@ class MilvusBackend:
     ) -> Page:
         self._spec(name)
         layout = self._layouts[name]
-        fields = ["ns", "vid"] + (["vector"] if include_values else []) + (["metadata"] if include_metadata else [])
         selected = milvus_expr.combine("" if where is None else milvus_expr.render(where), _namespace_expr(namespace))
         if layout == 1:
-            return await self._list_unordered(name, selected, after, limit, fields)
+            return await self._list_unordered(name, selected, after, limit, include_values, include_metadata)
+        fields = _output_fields(include_values, include_metadata)
         position = "" if after is None else f"pk > {milvus_expr.string_literal(pk_of(after, layout))}"
         expr = milvus_expr.combine(selected, position) or 'vid != ""'
         rows = await self._call("listing vectors", self._first_rows, name, expr, limit + 1, fields)
@@ -447,22 +451,16 @@ class MilvusBackend:
         """The first `count` rows matching `expr` in primary key order. A query iterator is what
         reads in that order (a plain query's order is unspecified); a batch may come back short
         (Milvus stops merging segments early), so it reads on until it has them or none are left."""
-        iterator = self.client.query_iterator(
-            collection_name(name), batch_size=count, filter=expr, output_fields=fields
-        )
         rows: list[dict[str, Any]] = []
-        try:
-            while len(rows) < count:
-                batch = iterator.next()
-                if not batch:
-                    break
+        with contextlib.closing(self._batches(name, expr, count, fields)) as batches:
+            for batch in batches:
                 rows.extend(batch)
-        finally:
-            iterator.close()
+                if len(rows) >= count:
+                    break
         return rows[:count]
 
     async def _list_unordered(
-        self, name: str, selected: str, after: VectorKey | None, limit: int, fields: list[str]
+        self, name: str, selected: str, after: VectorKey | None, limit: int, values: bool, metadata: bool
     ) -> Page:
         """Listing a layout-1 collection, whose primary keys do not sort in key order: the keys
         after the cursor are read and sorted here (one pass over them per page), then the page's
@@ -484,22 +482,23 @@ class MilvusBackend:
                 self.client.get,
                 collection_name(name),
                 ids=self._pks(name, page),
-                output_fields=fields,
+                output_fields=_output_fields(values, metadata),
             )
             by_key = {VectorKey(r["ns"], r["vid"]): r for r in rows}
-            records = [self._record(by_key[k], "vector" in fields, "metadata" in fields) for k in page if k in by_key]
+            records = [self._record(by_key[k], values, metadata) for k in page if k in by_key]
         return Page(records, page[-1] if more and page else None)
 
     def _matching_keys(self, name: str, expr: str) -> list[VectorKey]:
-        iterator = self.client.query_iterator(
-            collection_name(name), batch_size=4096, filter=expr, output_fields=["ns", "vid"]
-        )
-        keys: list[VectorKey] = []
+        return [VectorKey(r["ns"], r["vid"]) for batch in self._batches(name, expr, 4096, ["ns", "vid"]) for r in batch]
+
+    def _batches(
+        self, name: str, expr: str, size: int, fields: list[str]
+    ) -> Generator[list[dict[str, Any]], None, None]:
+        """The rows matching `expr` in primary key order, `size` at a time (a batch may be
+        shorter), through a query iterator that is closed however the caller stops."""
+        iterator = self.client.query_iterator(collection_name(name), batch_size=size, filter=expr, output_fields=fields)
         try:
-            while True:
-                rows = iterator.next()
-                if not rows:
-                    return keys
-                keys.extend(VectorKey(r["ns"], r["vid"]) for r in rows)
+            while batch := iterator.next():
+                yield batch
         finally:
             iterator.close()
