@@ -119,3 +119,80 @@ def test_a_failed_log_write_fails_the_group_and_refuses_later_writes(
     with pytest.raises(Unavailable, match="restart"):
         index.write(_batch(["later"]), replace=True)
     assert [r.key.id for r in index.get_keys([VectorKey("", "kept"), VectorKey("", "lost")])] == ["kept"]
+
+
+def _stall_first_apply(index: FaissIndex, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """The first apply waits until released: (applying, release)."""
+    applying, release = threading.Event(), threading.Event()
+    real = index._apply
+
+    def apply(entry: faiss_storage.LogEntry, vectors: np.ndarray | None = None) -> None:
+        if not applying.is_set():
+            applying.set()
+            assert release.wait(10)
+        real(entry, vectors)
+
+    monkeypatch.setattr(index, "_apply", apply)
+    return applying, release
+
+
+def test_writes_logged_while_a_group_applies_see_its_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = _open(tmp_path)
+    applying, release = _stall_first_apply(index, monkeypatch)
+    with ThreadPoolExecutor(4) as pool:
+        upsert = pool.submit(index.write, _batch(["k"], tag=1), True)
+        assert applying.wait(10)
+        # The upsert is logged but not applied: the next writes are planned and logged meanwhile.
+        insert = pool.submit(index.write, _batch(["k"], tag=2), False)
+        while index._logged_mutation_id < 2:
+            time.sleep(0.001)
+        assert not upsert.done() and not insert.done()
+        assert index.info().last_mutation_id == 0  # nothing is visible before it is applied
+        # Two groups deep: this one waits for `_writer` until the insert's group can apply.
+        delete = pool.submit(index.delete_keys, [VectorKey("", "k")])
+        release.set()
+        results = [upsert.result(10), insert.result(10), delete.result(10)]
+    assert [(r.mutation_id, r.count) for r in results] == [(1, 1), (2, 0), (3, 1)]
+    assert [key.id for key in results[1].skipped] == ["k"]
+    assert (index.info().vector_count, index.info().last_mutation_id) == (0, 3)
+    index.close()
+    reopened = _open(tmp_path)
+    assert (reopened.info().vector_count, reopened.info().last_mutation_id) == (0, 3)
+
+
+def test_delete_by_filter_waits_for_the_group_applying(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = _open(tmp_path)
+    applying, release = _stall_first_apply(index, monkeypatch)
+    with ThreadPoolExecutor(2) as pool:
+        upsert = pool.submit(index.write, _batch(["a", "b"], tag=1), True)
+        assert applying.wait(10)
+        delete = pool.submit(index.delete_matching, parse({"tag": 1}), None)
+        time.sleep(0.05)
+        assert not delete.done()
+        release.set()
+        assert upsert.result(10).count == 2
+        assert delete.result(10).count == 2
+    assert index.info().vector_count == 0
+
+
+def test_a_failed_apply_fails_its_writes_and_refuses_later_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.runtime.errors import Unavailable
+
+    index = _open(tmp_path)
+    index.write(_batch(["kept"]), replace=True)
+
+    def broken(entry: faiss_storage.LogEntry, vectors: np.ndarray | None = None) -> None:
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(index, "_apply", broken)
+    with pytest.raises(MemoryError):
+        index.write(_batch(["lost"]), replace=True)
+    monkeypatch.undo()
+    with pytest.raises(Unavailable, match="restart"):
+        index.write(_batch(["later"]), replace=True)
+    assert index.info().vector_count == 1
+    index.close()
+    # The log holds the write whose apply failed: a restart applies it.
+    assert _open(tmp_path).info().vector_count == 2

@@ -1,11 +1,14 @@
 """One FAISS index in memory, with its log and snapshots.
 
-Concurrency: `_writer` (a mutex) serialises mutations and the capture that starts a snapshot
-(the file is then written while writes go on: `faiss_snapshot`); planning and the
-fsynced log append happen under it but outside `_rw` (writes queued meanwhile share the
-next fsync: group commit). Only the short in-memory apply (FAISS add plus the id maps)
-holds `_rw` exclusively, so searches wait for at most one apply and never for a disk
-write, and a reader never sees half a batch. Searches
+Concurrency: writes go through a two-stage pipeline. `_writer` (a mutex) serialises the
+first stage: planning every queued write and appending them to the log with one fsync
+(writes queued meanwhile share the next fsync: group commit). `_applier` serialises the
+second: the in-memory apply, in log order. A group takes `_applier` before it lets go of
+`_writer`, so the next group plans and logs while this one applies; its plans see the
+applying group's changes through an overlay (`_Pending`). A snapshot's capture holds both
+(the file is then written while writes go on: `faiss_snapshot`). Only the short in-memory
+apply (FAISS add plus the id maps) holds `_rw` exclusively, so searches wait for at most one
+apply and never for a disk write, and a reader never sees half a batch. Searches
 hold `_rw` shared while they search AND while they turn FAISS ids into records, so results
 and records always come from the same state.
 
@@ -87,26 +90,40 @@ _Plan = Callable[["_Pending", int], tuple[storage.LogEntry, WriteResult]]
 class _Ticket:
     """One queued write: its plan, then its result or error once a group commit ran it."""
 
-    __slots__ = ("done", "error", "plan", "result")
+    __slots__ = ("error", "plan", "result", "taken")
 
     def __init__(self, plan: _Plan) -> None:
         self.plan = plan
-        self.done = False
+        self.taken = False  # a group holds it: its outcome is known once that group is applied
         self.result: WriteResult | None = None
         self.error: BaseException | None = None
 
 
-class _Pending:
-    """Keys written earlier in the same group: key -> metadata, or None when deleted."""
+Changes = dict[VectorKey, Metadata | None]
 
-    def __init__(self, by_key: dict[VectorKey, int]) -> None:
+
+class _Pending:
+    """What a write being planned sees beyond the applied state: keys written earlier in its
+    own group, then those of the group still applying (key -> metadata, or None if deleted)."""
+
+    def __init__(self, by_key: dict[VectorKey, int], applying: Changes | None) -> None:
         self.by_key = by_key
-        self.changes: dict[VectorKey, Metadata | None] = {}
+        self.applying = applying or {}
+        self.changes: Changes = {}
 
     def exists(self, key: VectorKey) -> bool:
         if key in self.changes:
             return self.changes[key] is not None
+        if key in self.applying:
+            return self.applying[key] is not None
         return key in self.by_key
+
+
+@dataclass
+class _Planned:
+    ticket: _Ticket
+    entry: storage.LogEntry
+    vectors: Vector32 | None  # what FAISS gets for an upsert (normalised for cosine)
 
 
 class _Record(tuple):  # type: ignore[type-arg]
@@ -159,12 +176,14 @@ class FaissIndex:
         self.closed = False
         self._failure: BaseException | None = None
         self._writer = threading.Lock()
+        self._applier = threading.Lock()
+        self._applying: Changes | None = None  # the changes of the group applying now
         self._queue_lock = threading.Lock()
         self._queue: list[_Ticket] = []
         self._snapshotting = threading.Lock()
         self._rw = ReadWriteLock()
         self._index = _new_faiss_index(spec)
-        self._huge_pages = HugePages()  # touched only by the thread holding `_writer` (or loading)
+        self._huge_pages = HugePages()  # touched only by the thread holding `_applier` (or loading)
         self._records: dict[int, _Record] = {}
         # Cosine: the caller's values (FAISS holds them normalised); other metrics read FAISS.
         self._raw = RawValues(spec.dimensions) if spec.metric is Metric.COSINE else None
@@ -175,7 +194,8 @@ class FaissIndex:
         # Internal ids [start, stop) added to the HNSW graph but not yet published.
         self._hidden: tuple[int, int] | None = None
         self._next_id = 0
-        self.last_mutation_id = 0
+        self.last_mutation_id = 0  # applied
+        self._logged_mutation_id = 0
         self._order = KeyOrder()
         self._log: storage.LogWriter | None = None
 
@@ -206,6 +226,7 @@ class FaissIndex:
         self._apply_run(run)
         self._compact_if_due()
         self._huge_pages.collapse(self._index)
+        self._logged_mutation_id = self.last_mutation_id
         self._log = storage.LogWriter(self.directory, self.last_mutation_id + 1)
         self._log.entries = replayed
         if replayed:
@@ -230,7 +251,7 @@ class FaissIndex:
         return self._snapshotting
 
     def close(self) -> None:
-        with self._writer:
+        with self._writer, self._applier:
             self.closed = True
             if self._log is not None:
                 self._log.close()
@@ -278,7 +299,9 @@ class FaissIndex:
 
     def delete_matching(self, where: Filter, namespace: str | None) -> WriteResult:
         def plan(pending: _Pending, mutation_id: int) -> tuple[storage.LogEntry, WriteResult]:
-            # Only the committing thread mutates, so reading the maps without `_rw` is consistent.
+            # Once the applying group is done, nothing mutates but this thread, so reading the
+            # maps without `_rw` is consistent.
+            self._settle()
             found = {self._records[i].key for i in self._candidates(where, namespace)}
             for key, metadata in pending.changes.items():
                 found.discard(key)
@@ -292,54 +315,98 @@ class FaissIndex:
         return self._submit(plan)
 
     def _submit(self, plan: _Plan) -> WriteResult:
-        """Group commit: whoever holds `_writer` logs every queued write with one fsync.
+        """Group commit, pipelined: whoever holds `_writer` logs every queued write with one
+        fsync, then applies them under `_applier` while the next group is planned and logged.
 
         A writer queues its plan, then waits for `_writer`; the holder plans every queued
         write in order (each sees the effects of those before it), appends them all, fsyncs
-        once, applies them one by one, and marks them done. Later writers find their ticket
-        done when they get the lock. Concurrent single-vector writes thus share fsyncs.
+        once, takes `_applier` (so groups apply in log order), lets go of `_writer`, and
+        applies them one by one. A writer whose ticket another holder took waits for
+        `_applier`: when it gets it, that group has been applied. Concurrent single-vector
+        writes thus share fsyncs, and a batch's apply overlaps the next batch's log write.
         """
         ticket = _Ticket(plan)
         with self._queue_lock:
             self._queue.append(ticket)
-        with self._writer:
-            if not ticket.done:
-                with self._queue_lock:
-                    group, self._queue = self._queue, []
-                try:
-                    self._commit_group(group)
-                except BaseException as exc:
-                    # The log or memory may now disagree with what callers were told: refuse
-                    # further writes until a restart replays the log.
-                    self._failure = exc
-                    log.exception("write failed; the index refuses writes until restarted")
-                    for queued in group:
-                        if not queued.done:
-                            queued.error, queued.done = exc, True
+        self._writer.acquire()
+        if ticket.taken:
+            self._writer.release()
+            with self._applier:  # the group holding the ticket took it before releasing `_writer`
+                pass
+        else:
+            with self._queue_lock:
+                group, self._queue = self._queue, []
+            planned: list[_Planned] = []
+            changes: Changes | None = None
+            try:
+                for queued in group:
+                    queued.taken = True
+                planned, changes = self._log_group(group)
+            except BaseException as exc:  # noqa: BLE001 - handed to every caller in the group, and logged
+                self._fail(group, exc)
+            finally:
+                self._applier.acquire()
+                self._applying = changes  # what the next group's plans see until this one is applied
+                self._writer.release()
+            try:
+                if planned:
+                    self._apply_group(planned)
+            except BaseException as exc:  # noqa: BLE001 - handed to every caller in the group, and logged
+                self._fail(group, exc)
+            finally:
+                self._applying = None
+                self._applier.release()
         if ticket.error is not None:
             raise ticket.error
         assert ticket.result is not None
         return ticket.result
 
-    def _commit_group(self, group: list[_Ticket]) -> None:
+    def _fail(self, group: list[_Ticket], exc: BaseException) -> None:
+        """The log or memory may now disagree with what callers were told: refuse further
+        writes until a restart replays the log."""
+        if self._failure is None:
+            self._failure = exc
+        log.exception("write failed; the index refuses writes until restarted")
+        for queued in group:
+            if queued.error is None:
+                queued.error, queued.result = exc, None
+
+    def _settle(self) -> None:
+        """Wait until every logged write is applied (the caller holds `_writer`)."""
+        with self._applier:
+            pass
+
+    def _log_group(self, group: list[_Ticket]) -> tuple[list[_Planned], Changes]:
+        """Plan the group's writes and make them durable (the caller holds `_writer`); the
+        planned writes, and the keys they change."""
         assert self._log is not None
-        pending = _Pending(self._by_key)
-        planned: list[tuple[_Ticket, storage.LogEntry]] = []
-        mutation_id = self.last_mutation_id
+        pending = _Pending(self._by_key, self._applying)
+        planned: list[_Planned] = []
+        mutation_id = self._logged_mutation_id
         for ticket in group:
             try:
                 self._live()
                 entry, ticket.result = ticket.plan(pending, mutation_id + 1)
             except StrataError as exc:
-                ticket.error, ticket.done = exc, True
+                ticket.error = exc
                 continue
             mutation_id += 1
-            planned.append((ticket, entry))
+            vectors = None if entry.values is None or not entry.keys else self._prepare(entry.values)
+            planned.append(_Planned(ticket, entry, vectors))
         if planned:
-            self._log.append([entry for _, entry in planned], time.monotonic())
-        for ticket, entry in planned:
-            self._apply(entry)
-            ticket.done = True
+            self._log.append([item.entry for item in planned], time.monotonic())
+            self._logged_mutation_id = mutation_id
+        return planned, pending.changes
+
+    def _apply_group(self, planned: list[_Planned]) -> None:
+        """Apply a logged group in order (the caller holds `_applier`)."""
+        if self._failure is not None:  # an earlier group failed to apply: memory is not to be trusted
+            raise Unavailable(
+                f"index {self.spec.name!r} failed to apply a write ({self._failure!r}); restart the service",
+                reason="INDEX_FAILED",
+            )
+        for item in planned:
+            self._apply(item.entry, item.vectors)
         self._compact_if_due()
 
     def _compact_if_due(self) -> None:
@@ -365,15 +432,16 @@ class FaissIndex:
             self._dead.difference_update(gone.tolist())
         self._huge_pages.collapse(compacted)  # new storage, written at once: convert it now
 
-    def _apply(self, entry: storage.LogEntry) -> None:
-        """Make a logged mutation visible; the exclusive section holds no I/O."""
+    def _apply(self, entry: storage.LogEntry, vectors: Vector32 | None = None) -> None:
+        """Make a logged mutation visible; the exclusive section holds no I/O. `vectors` are
+        the entry's values as FAISS takes them, when already prepared."""
         old = [self._by_key[key] for key in entry.keys if key in self._by_key]
         new_ids = None
-        vectors = None
         if entry.op == "upsert":
             assert entry.values is not None and entry.metadata is not None
             new_ids = np.arange(self._next_id, self._next_id + len(entry.keys), dtype=np.int64)
-            vectors = _normalised(entry.values) if self.spec.metric is Metric.COSINE else entry.values
+            if vectors is None:
+                vectors = self._prepare(entry.values)
         single_threaded()
         if self._raw is not None and new_ids is not None:
             self._raw.reserve(len(new_ids))  # any copying happens here, before readers are held off
@@ -441,13 +509,13 @@ class FaissIndex:
     def tidy_memory(self, limit: int) -> bool:
         """Move up to `limit` bytes of recently written vectors to huge pages, unless a write is
         running (it never waits for one). True when it did and more remains."""
-        if not self._huge_pages.pending() or not self._writer.acquire(blocking=False):
+        if not self._huge_pages.pending() or not self._applier.acquire(blocking=False):
             return False
         try:
             if not self.closed:
                 self._huge_pages.collapse(self._index, limit)
         finally:
-            self._writer.release()
+            self._applier.release()
         return bool(self._huge_pages.pending())
 
     # ---- snapshots -------------------------------------------------------------------
@@ -463,7 +531,7 @@ class FaissIndex:
         """Write the state atomically and drop the log it covers; False if nothing to do.
         Writes wait only for the capture (see `faiss_snapshot`), not for the O(N) rest."""
         with self._snapshotting:
-            with self._writer:
+            with self._writer, self._applier:
                 if self.closed or self._log is None or not self._log.entries:
                     return False
                 captured = snapshots.capture(

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import struct
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
+from zlib_ng.zlib_ng import crc32  # zlib's CRC-32, computed with SIMD
 
 from services.vector.model import (
     HnswParams,
@@ -128,9 +128,9 @@ class LogEntry:
             head = head[:-1] + b',"md":[' + ",".join(self.metadata_json).encode() + b"]}"
         prefix = _HEADER_LEN.pack(len(head)) + head
         if self.values is None:
-            return [_FRAME.pack(len(prefix), zlib.crc32(prefix)), prefix]
+            return [_FRAME.pack(len(prefix), crc32(prefix)), prefix]
         body = memoryview(np.ascontiguousarray(self.values, dtype="<f4").reshape(-1).view(np.uint8))  # type: ignore[arg-type]
-        crc = zlib.crc32(body, zlib.crc32(prefix))
+        crc = crc32(body, crc32(prefix))
         return [_FRAME.pack(len(prefix) + len(body), crc), prefix, body]
 
     @classmethod
@@ -172,7 +172,7 @@ def replay_log(directory: Path, dimensions: int) -> Iterator[LogEntry]:
             if not torn:
                 length, crc = _FRAME.unpack_from(data, offset)
                 payload = data[offset + _FRAME.size : offset + _FRAME.size + length]
-                torn = len(payload) != length or zlib.crc32(payload) != crc
+                torn = len(payload) != length or crc32(payload) != crc
             if torn:
                 if position != len(files) - 1:
                     raise RuntimeError(f"{path} is corrupt at byte {offset}, before newer log files")
