@@ -260,6 +260,8 @@ def run(settings_cls: type[S], make_server: Callable[[S], tuple[ManagedServer, i
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if settings.huge_pages():
+        memory.restart_with_huge_pages()  # returns where it would not help, or once it has
     logs.configure(settings.log_level, settings.log_format)
     memory.keep_freed_memory(settings.allocator_keep_mib)
     memory.collect_garbage_less_often()

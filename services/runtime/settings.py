@@ -123,6 +123,11 @@ class RuntimeSettings:
         "port); 0 turns metrics off. Tracing is set with the standard OTEL_* variables.",
     )
 
+    def huge_pages(self) -> bool:
+        """Whether this server's large blocks should be on transparent huge pages (see
+        `memory.restart_with_huge_pages`); a service that keeps large arrays says yes."""
+        return False
+
 
 T = TypeVar("T")
 
@@ -208,7 +213,11 @@ def markdown_table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for env, (_cls, field) in sorted(declared_settings().items()):
         default = field.default
-        shown = ",".join(default) if isinstance(default, tuple) else default
+        shown: Any = default
+        if isinstance(default, bool):
+            shown = "true" if default else "false"
+        elif isinstance(default, tuple):
+            shown = ",".join(default)
         choices = field.metadata.get("choices")
         meaning = field.metadata["help"] + (f" One of: {', '.join(choices)}." if choices else "")
         rows.append(f"| `{env}` | `{shown}` | {meaning} |")

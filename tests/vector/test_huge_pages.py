@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -76,3 +77,19 @@ def test_failing_upkeep_never_stops_snapshots(
             time.sleep(0.05)
         assert calls, "the maintenance tick never tried the upkeep"
         assert snapshot.exists()
+
+
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_the_service_restarts_itself_with_huge_pages_unless_told_not_to(tmp_path: Path, setting: str) -> None:
+    from services.runtime.memory import huge_pages_would_help
+    from tests.support.servers import ServerProcess, free_port
+
+    if not huge_pages_would_help({k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}):
+        pytest.skip("this machine needs no asking (not Linux with glibc 2.35+ and THP mode 'madvise')")
+    address = f"127.0.0.1:{free_port()}"
+    env = {"STRATA_DATA_DIR": str(tmp_path), "STRATA_VECTOR_LISTEN": address, "STRATA_VECTOR_HUGE_PAGES": setting}
+    with ServerProcess("services.vector", env, address, tmp_path / "server.log") as server:
+        assert server.proc is not None
+        environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes().split(b"\0")
+        asked = any(line.startswith(b"GLIBC_TUNABLES=") and b"glibc.malloc.hugetlb=1" in line for line in environ)
+        assert asked is (setting == "true")
