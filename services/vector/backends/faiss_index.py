@@ -269,18 +269,21 @@ class FaissIndex:
 
     def write(self, batch: VectorBatch, replace: bool) -> WriteResult:
         def plan(pending: _Pending, mutation_id: int) -> tuple[storage.LogEntry, WriteResult]:
-            if replace:
-                keep = list(range(len(batch.keys)))
-            else:
-                keep = [i for i, key in enumerate(batch.keys) if not pending.exists(key)]
             skipped = [] if replace else [key for key in batch.keys if pending.exists(key)]
+            if not skipped:  # every vector is written: the batch's own lists, no copies
+                pending.changes.update(zip(batch.keys, batch.metadata))
+                entry = storage.LogEntry(
+                    mutation_id, "upsert", batch.keys, batch.values, batch.metadata, batch.metadata_json
+                )
+                return entry, WriteResult(mutation_id, len(batch.keys), [])
+            keep = [i for i, key in enumerate(batch.keys) if not pending.exists(key)]
             for i in keep:
                 pending.changes[batch.keys[i]] = batch.metadata[i]
             entry = storage.LogEntry(
                 mutation_id,
                 "upsert",
                 [batch.keys[i] for i in keep],
-                batch.values[keep] if len(keep) != len(batch.keys) else batch.values,
+                batch.values[keep],
                 [batch.metadata[i] for i in keep],
                 [batch.metadata_json[i] for i in keep],
             )
@@ -435,7 +438,8 @@ class FaissIndex:
     def _apply(self, entry: storage.LogEntry, vectors: Vector32 | None = None) -> None:
         """Make a logged mutation visible; the exclusive section holds no I/O. `vectors` are
         the entry's values as FAISS takes them, when already prepared."""
-        old = [self._by_key[key] for key in entry.keys if key in self._by_key]
+        by_key = self._by_key
+        old = [by_key[key] for key in by_key.keys() & entry.keys]  # the set intersection runs in C
         new_ids = None
         if entry.op == "upsert":
             assert entry.values is not None and entry.metadata is not None
