@@ -271,7 +271,7 @@ class FaissIndex:
         def plan(pending: _Pending, mutation_id: int) -> tuple[storage.LogEntry, WriteResult]:
             skipped = [] if replace else [key for key in batch.keys if pending.exists(key)]
             if not skipped:  # every vector is written: the batch's own lists, no copies
-                pending.changes.update(zip(batch.keys, batch.metadata))
+                pending.changes.update(zip(batch.keys, batch.metadata, strict=True))
                 entry = storage.LogEntry(
                     mutation_id, "upsert", batch.keys, batch.values, batch.metadata, batch.metadata_json
                 )

@@ -5,12 +5,16 @@ distinct values of one field.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import chain, repeat
 from typing import Any
 
 from services.vector.filters import And, Compare, Filter, Not, Or, Scalar, compare_keys, scalar_key
 
 ValueKey = tuple[str, Scalar]
+# Value types grouped by equality: 1 and 1.0 share a group as they share a key; True would join 1.
+_GROUPABLE = {str, int, float, type(None)}
 
 
 def leaves(metadata: dict[str, Any] | None, prefix: str = "") -> Iterator[tuple[str, ValueKey]]:
@@ -38,30 +42,32 @@ class Postings:
             self.by_path.setdefault(path, {}).setdefault(key, set()).add(internal_id)
 
     def add_many(self, internal_ids: list[int], metadata: list[dict[str, Any]]) -> None:
-        """`add` for a batch; flat string and number fields (the common case) take a fast path."""
-        by_path = self.by_path
-        for internal_id, fields in zip(internal_ids, metadata, strict=True):
-            if not fields:
+        """`add` for a batch, a field at a time. A field whose values are all strings, numbers or
+        missing (the common case) is grouped by value at C speed, so each distinct value costs
+        one set update however many vectors share it; other fields take the general walk."""
+        for name in set(chain.from_iterable(metadata)):
+            if "." in name:
+                continue  # a dotted path could not address it
+            column = list(map(dict.get, metadata, repeat(name)))
+            if not set(map(type, column)) <= _GROUPABLE:  # bool, object or list: the general walk
+                for internal_id, value in zip(internal_ids, column, strict=True):
+                    if value is not None:
+                        self.add(internal_id, {name: value})
                 continue
-            for name, value in fields.items():
-                kind = type(value)
-                if kind is str:
-                    key: ValueKey = ("s", value)
-                elif kind is float or kind is int:
-                    key = ("n", float(value))
+            groups: dict[str | int | float | None, list[int]] = {}
+            # groups.setdefault(value, []).append(internal_id) for each vector, without a Python loop.
+            deque(map(list.append, map(groups.setdefault, column, map(list, repeat((), len(column)))), internal_ids), 0)
+            groups.pop(None, None)  # missing, or null: not indexed
+            values = self.by_path.setdefault(name, {})
+            for value, ids in groups.items():
+                key: ValueKey = ("s", value) if type(value) is str else ("n", float(value))  # type: ignore[arg-type]
+                members = values.get(key)
+                if members is None:
+                    values[key] = set(ids)
                 else:
-                    self.add(internal_id, {name: value})  # bool, object, list or null: the general walk
-                    continue
-                if "." in name:
-                    continue  # a dotted path could not address it
-                values = by_path.get(name)
-                if values is None:
-                    values = by_path[name] = {}
-                ids = values.get(key)
-                if ids is None:
-                    values[key] = {internal_id}
-                else:
-                    ids.add(internal_id)
+                    members.update(ids)
+            if not values:
+                del self.by_path[name]
 
     def remove(self, internal_id: int, metadata: dict[str, Any] | None) -> None:
         for path, key in leaves(metadata):
