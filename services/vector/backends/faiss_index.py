@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +125,8 @@ class _Planned:
     vectors: Vector32 | None  # what FAISS gets for an upsert (normalised for cosine)
 
 
-class _Record(tuple):  # type: ignore[type-arg]
-    """(key, metadata): a tuple so a batch's records are built by `map` without a Python
-    call per vector."""
-
-    __slots__ = ()
-    key: VectorKey = property(itemgetter(0))  # type: ignore[assignment]
-    metadata: Metadata = property(itemgetter(1))  # type: ignore[assignment]
-
-    @classmethod
-    def of(cls, key: VectorKey, metadata: Metadata) -> _Record:
-        return cls((key, metadata))
+# (key, metadata) of a vector: a plain tuple, so a batch's records are built by `zip` at C speed.
+Record = tuple[VectorKey, Metadata]
 
 
 def _new_faiss_index(spec: IndexSpec) -> Any:
@@ -184,7 +174,7 @@ class FaissIndex:
         self._rw = ReadWriteLock()
         self._index = _new_faiss_index(spec)
         self._huge_pages = HugePages()  # touched only by the thread holding `_applier` (or loading)
-        self._records: dict[int, _Record] = {}
+        self._records: dict[int, Record] = {}
         # Cosine: the caller's values (FAISS holds them normalised); other metrics read FAISS.
         self._raw = RawValues(spec.dimensions) if spec.metric is Metric.COSINE else None
         self._by_key: dict[VectorKey, int] = {}
@@ -305,7 +295,7 @@ class FaissIndex:
             # Once the applying group is done, nothing mutates but this thread, so reading the
             # maps without `_rw` is consistent.
             self._settle()
-            found = {self._records[i].key for i in self._candidates(where, namespace)}
+            found = {self._records[i][0] for i in self._candidates(where, namespace)}
             for key, metadata in pending.changes.items():
                 found.discard(key)
                 if metadata is not None and namespace in (None, key.namespace) and filters.matches(where, metadata):
@@ -466,7 +456,7 @@ class FaissIndex:
         with self._rw.write():
             self._hidden = None
             if old and self._order.tracking:
-                present = [self._records[internal].key for internal in old]
+                present = [self._records[internal][0] for internal in old]
                 if entry.op == "upsert":  # replaced keys stay; only the others are new
                     self._order.changed(added=set(entry.keys).difference(present))
                 else:
@@ -478,13 +468,13 @@ class FaissIndex:
                 if self._raw is not None:
                     self._raw.forget(old)
                 for internal in old:
-                    record = self._records.pop(internal)
-                    del self._by_key[record.key]
-                    members = self._namespaces[record.key.namespace]
+                    key, metadata = self._records.pop(internal)
+                    del self._by_key[key]
+                    members = self._namespaces[key.namespace]
                     members.discard(internal)
                     if not members:
-                        del self._namespaces[record.key.namespace]
-                    self._postings.remove(internal, record.metadata)
+                        del self._namespaces[key.namespace]
+                    self._postings.remove(internal, metadata)
             if new_ids is not None and len(new_ids):
                 assert entry.values is not None and entry.metadata is not None
                 if not added:
@@ -493,8 +483,7 @@ class FaissIndex:
                 # Bulk `update`s, no loop per vector.
                 if self._raw is not None:
                     self._raw.add(internals, entry.values)
-                records = map(_Record, zip(entry.keys, entry.metadata, strict=True))
-                self._records.update(zip(internals, records, strict=True))
+                self._records.update(zip(internals, zip(entry.keys, entry.metadata, strict=True), strict=True))
                 self._by_key.update(zip(entry.keys, internals, strict=True))
                 namespaces = {key.namespace for key in entry.keys}
                 if len(namespaces) == 1:
@@ -579,7 +568,7 @@ class FaissIndex:
             self._raw.add(internal.tolist(), raw)
         for internal_id, namespace, vid, metadata in state["records"]:
             key = VectorKey(namespace, vid)
-            self._records[internal_id] = _Record.of(key, metadata)
+            self._records[internal_id] = (key, metadata)
             self._by_key[key] = internal_id
             self._namespaces.setdefault(namespace, set()).add(internal_id)
         self._postings.by_path = pickle.loads(state["postings"])
@@ -611,12 +600,8 @@ class FaissIndex:
         return np.asarray(self._index.reconstruct(internal), dtype=np.float32)
 
     def _to_record(self, internal: int, values: bool = True, metadata: bool = True) -> VectorRecord:
-        record = self._records[internal]
-        return VectorRecord(
-            record.key,
-            self._values(internal) if values else None,
-            record.metadata if metadata else None,
-        )
+        key, fields = self._records[internal]
+        return VectorRecord(key, self._values(internal) if values else None, fields if metadata else None)
 
     def _score(self, distance: float) -> float:
         if self.spec.metric is Metric.EUCLIDEAN:
@@ -628,13 +613,13 @@ class FaissIndex:
         for distance, internal in zip(distances.tolist(), ids.tolist(), strict=True):
             if internal < 0 or internal not in self._records:
                 continue
-            record = self._records[internal]
+            key, metadata = self._records[internal]
             out.append(
                 Match(
-                    record.key,
+                    key,
                     self._score(distance),
                     self._values(internal) if request.include_values else None,
-                    record.metadata if request.include_metadata else None,
+                    metadata if request.include_metadata else None,
                 )
             )
             if len(out) == request.top_k:
@@ -765,7 +750,7 @@ class FaissIndex:
             allowed = None if where is None else self._candidates(where, namespace)
             if allowed is not None and len(allowed) * 4 <= len(self._by_key):
                 # Few matches: sort just them rather than walk the sorted list of every key.
-                chosen = sorted(self._records[i].key for i in allowed)
+                chosen = sorted(self._records[i][0] for i in allowed)
             else:
                 chosen = self._order.keys(lambda: self._by_key)
             start = 0
