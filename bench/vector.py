@@ -10,8 +10,10 @@ in this process with the same settings (one OpenMP thread).
 - Upsert throughput, batches of 1,000, fsync included, vs raw `add_with_ids`. Target: >= 0.5x.
   Sent in columns (`VectorColumns`) with 4 calls in flight, as a bulk loader would; beside it the
   same one call at a time, the per-vector `Vector` form, what the same requests cost Python gRPC
-  alone (a server on the same runtime that stores nothing), and the floor no implementation
-  avoids: one batch's log fsync plus FAISS's own add.
+  alone (a server on the same runtime that stores nothing), raw adds in a process whose malloc
+  uses huge pages as the service's does (faulting FAISS's growing storage in 4 KiB at a time is
+  most of a raw add's cost here), and the floor no implementation avoids: one batch's log fsync
+  plus FAISS's own add.
 - Filtered query latency (10% selectivity) vs unfiltered, both through gRPC.
 - HNSW recall@10 against exact search, and its latency.
 - Restart time with 100k vectors in the snapshot and a 10k-entry log.
@@ -28,6 +30,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -198,6 +201,39 @@ async def concurrent_qps(address: str, name: str, queries: np.ndarray, seconds: 
         return done / (time.perf_counter() - started)
 
 
+# Raw FAISS adds in batches, in a child process whose environment the caller sets.
+_RAW_ADD = """
+import sys, time
+import faiss, numpy as np
+sys.path.insert(0, sys.argv[1])
+from bench.vector import BATCH, DIMS, clustered
+faiss.omp_set_num_threads(1)
+n = int(sys.argv[2])
+data = clustered(n, seed=2)
+raw = faiss.IndexIDMap2(faiss.IndexFlatIP(DIMS))
+began = time.perf_counter()
+for first in range(0, n, BATCH):
+    chunk = np.array(data[first : first + BATCH])
+    faiss.normalize_L2(chunk)
+    raw.add_with_ids(chunk, np.arange(first, first + len(chunk), dtype=np.int64))
+print(time.perf_counter() - began)
+"""
+
+
+def raw_add_seconds_with_huge_pages(n: int) -> float | None:
+    """Raw adds as above, in a process whose malloc uses huge pages as the service's does; None
+    where the service would not turn them on."""
+    from services.runtime.memory import HUGE_PAGES_TUNABLE, huge_pages_would_help
+
+    if not huge_pages_would_help():
+        return None
+    env = {**os.environ, "GLIBC_TUNABLES": HUGE_PAGES_TUNABLE}
+    out = subprocess.run(
+        [sys.executable, "-c", _RAW_ADD, str(ROOT), str(n)], env=env, check=True, capture_output=True, text=True
+    )
+    return float(out.stdout.split()[-1])
+
+
 def upsert_sink_seconds(data_dir: Path, requests: list[bytes]) -> float:
     """Seconds the no-storage server (a process of its own, like the service) takes for `requests`."""
     address = f"127.0.0.1:{free_port()}"
@@ -326,6 +362,16 @@ def main() -> None:
                     f"{raw_seconds / sink_seconds:.2f}x",
                     f"strata = {sink_seconds / ours_seconds:.2f}x of gRPC alone",
                 )
+
+                huge_seconds = raw_add_seconds_with_huge_pages(n)
+                if huge_seconds is not None:
+                    report.add(
+                        "  vs raw add on huge pages, as the service allocates (glibc.malloc.hugetlb=1)",
+                        f"{n / ours_seconds:,.0f}",
+                        f"{n / huge_seconds:,.0f}",
+                        f"{huge_seconds / ours_seconds:.2f}x",
+                        "raw above: malloc defaults",
+                    )
 
                 # What an upsert cannot avoid: the fsync of its log record (about the request's size)
                 # plus FAISS's own add, against the whole per-batch budget the target allows.
