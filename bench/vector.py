@@ -201,22 +201,26 @@ async def concurrent_qps(address: str, name: str, queries: np.ndarray, seconds: 
         return done / (time.perf_counter() - started)
 
 
-# Raw FAISS adds in batches, in a child process whose environment the caller sets.
+def raw_add_seconds(raw: Any, data: np.ndarray, start: int, stop: int) -> float:
+    """Add data[start:stop] to a raw FAISS index in batches as the service gets them; seconds taken."""
+    began = time.perf_counter()
+    for first in range(start, stop, BATCH):
+        chunk = np.array(data[first : min(first + BATCH, stop)])
+        faiss.normalize_L2(chunk)
+        raw.add_with_ids(chunk, np.arange(first, first + len(chunk), dtype=np.int64))
+    return time.perf_counter() - began
+
+
+# `raw_add_seconds` over the same data into a fresh index, in a child process whose environment
+# the caller sets.
 _RAW_ADD = """
-import sys, time
-import faiss, numpy as np
+import sys
+import faiss
 sys.path.insert(0, sys.argv[1])
-from bench.vector import BATCH, DIMS, clustered
+from bench.vector import DIMS, clustered, raw_add_seconds
 faiss.omp_set_num_threads(1)
 n = int(sys.argv[2])
-data = clustered(n, seed=2)
-raw = faiss.IndexIDMap2(faiss.IndexFlatIP(DIMS))
-began = time.perf_counter()
-for first in range(0, n, BATCH):
-    chunk = np.array(data[first : first + BATCH])
-    faiss.normalize_L2(chunk)
-    raw.add_with_ids(chunk, np.arange(first, first + len(chunk), dtype=np.int64))
-print(time.perf_counter() - began)
+print(raw_add_seconds(faiss.IndexIDMap2(faiss.IndexFlatIP(DIMS)), clustered(n, seed=2), 0, n))
 """
 
 
@@ -305,13 +309,7 @@ def main() -> None:
     raw = faiss.IndexIDMap2(faiss.IndexFlatIP(DIMS))
 
     def raw_add(start: int, stop: int) -> float:
-        """Add data[start:stop] in batches as the service gets them; seconds taken."""
-        began = time.perf_counter()
-        for first in range(start, stop, BATCH):
-            chunk = np.array(data[first : min(first + BATCH, stop)])
-            faiss.normalize_L2(chunk)
-            raw.add_with_ids(chunk, np.arange(first, first + len(chunk), dtype=np.int64))
-        return time.perf_counter() - began
+        return raw_add_seconds(raw, data, start, stop)
 
     def raw_search(q: np.ndarray) -> float:
         started = time.perf_counter()

@@ -30,6 +30,7 @@ import gc
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger("strata.runtime")
@@ -77,10 +78,9 @@ def _glibc_version() -> tuple[int, int] | None:
         return None
 
 
-def huge_pages_would_help(environ: dict[str, str] | None = None) -> bool:
+def huge_pages_would_help(environ: Mapping[str, str] = os.environ) -> bool:
     """True when glibc can give large blocks huge pages, the kernel gives them only on request,
     and this process has not asked yet."""
-    environ = dict(os.environ) if environ is None else environ
     if not sys.platform.startswith("linux") or "glibc.malloc.hugetlb" in environ.get("GLIBC_TUNABLES", ""):
         return False
     version = _glibc_version()

@@ -251,7 +251,7 @@ class FaissIndex:
             raise NotFound(f"index {self.spec.name!r} does not exist", reason="INDEX_NOT_FOUND")
         if self._failure is not None:
             raise Unavailable(
-                f"index {self.spec.name!r} failed to write its log ({self._failure!r}); restart the service",
+                f"index {self.spec.name!r} failed a write ({self._failure!r}); restart the service",
                 reason="INDEX_FAILED",
             )
 
@@ -324,8 +324,7 @@ class FaissIndex:
         self._writer.acquire()
         if ticket.taken:
             self._writer.release()
-            with self._applier:  # the group holding the ticket took it before releasing `_writer`
-                pass
+            self._settle()  # the group holding the ticket took `_applier` before releasing `_writer`
         else:
             with self._queue_lock:
                 group, self._queue = self._queue, []
@@ -365,7 +364,8 @@ class FaissIndex:
                 queued.error, queued.result = exc, None
 
     def _settle(self) -> None:
-        """Wait until every logged write is applied (the caller holds `_writer`)."""
+        """Wait until the group applying now (if any) is applied; with `_writer` held, that is
+        every logged write."""
         with self._applier:
             pass
 
@@ -393,11 +393,7 @@ class FaissIndex:
 
     def _apply_group(self, planned: list[_Planned]) -> None:
         """Apply a logged group in order (the caller holds `_applier`)."""
-        if self._failure is not None:  # an earlier group failed to apply: memory is not to be trusted
-            raise Unavailable(
-                f"index {self.spec.name!r} failed to apply a write ({self._failure!r}); restart the service",
-                reason="INDEX_FAILED",
-            )
+        self._live()  # an earlier group failed to apply: memory is not to be trusted
         for item in planned:
             self._apply(item.entry, item.vectors)
         self._compact_if_due()
