@@ -15,6 +15,7 @@ import pytest
 
 from services.vector.backends.faiss_index import FaissIndex
 from services.vector.backends.faiss_memory import HugePages, _stored_vectors
+from services.vector.model import IndexSpec, Metric, VectorBatch, keys_in
 from strata.vector.v1 import vector_pb2 as pb
 from tests.contract.vector.helpers import vec
 
@@ -56,6 +57,35 @@ def test_stored_vectors_move_to_huge_pages_as_the_index_grows() -> None:
     # Searching still sees every vector exactly.
     _, ids = index.search(rng.random((1, 384), dtype=np.float32), 40_000)
     assert sorted(ids[0].tolist()) == list(range(40_000))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are a Linux feature")
+@pytest.mark.parametrize("huge_pages", [True, False])
+def test_an_index_marks_its_storage_only_when_told_to(tmp_path: Path, huge_pages: bool) -> None:
+    spec = IndexSpec("docs", 384, Metric.DOT_PRODUCT)
+    index = FaissIndex(spec, tmp_path, huge_pages=huge_pages)
+    index.load()
+    rng = np.random.default_rng(2)
+    for start in range(0, 8_000, 1_000):  # 12 MB of storage
+        keys = keys_in("", [f"v{i}" for i in range(start, start + 1_000)])
+        metadata: list[dict[str, Any]] = [{}] * len(keys)
+        index.write(VectorBatch(keys, rng.random((1_000, 384), dtype=np.float32), metadata, ["{}"] * len(keys)), True)
+    assert (index._huge_pages.pending() > 0) is huge_pages
+    assert index.tidy_memory(1 << 30) is False  # nothing left to move (or nothing asked)
+    index.close()
+
+
+def test_the_backend_leaves_huge_pages_to_glibc_when_it_gives_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.runtime import memory
+    from services.vector.backends.faiss import FaissBackend
+    from services.vector.config import VectorSettings
+
+    for on, asked, expected in ((True, False, True), (True, True, False), (False, False, False)):
+        monkeypatch.setattr(memory, "huge_pages_asked", lambda asked=asked: asked)
+        backend = FaissBackend(VectorSettings(data_dir=tmp_path, huge_pages_on=on))
+        assert backend._madvise is expected, (on, asked)
 
 
 def test_failing_upkeep_never_stops_snapshots(

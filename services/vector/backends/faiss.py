@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from services.runtime import memory
 from services.runtime.errors import AlreadyExists, NotFound
 from services.vector.backends import faiss_storage as storage
 from services.vector.backends.faiss_batching import MicroBatcher
@@ -53,6 +54,8 @@ class FaissBackend:
         # and must never leave searches without one.
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="vector-read")
         self._writers = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="vector-write")
+        # Indexes mark their storage for huge pages themselves only where glibc does not already.
+        self._madvise = settings.huge_pages_on and not memory.huge_pages_asked()
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
@@ -74,7 +77,7 @@ class FaissBackend:
                 shutil.rmtree(path, ignore_errors=True)  # an interrupted create or delete
                 continue
             started = time.perf_counter()
-            index = FaissIndex(storage.read_spec(path), path)
+            index = FaissIndex(storage.read_spec(path), path, huge_pages=self._madvise)
             replayed = index.load()
             self._add(index)
             log.info(
@@ -162,7 +165,7 @@ class FaissBackend:
             final = self.root / spec.name
             os.rename(staging, final)
             storage.fsync_dir(self.root)
-            index = FaissIndex(spec, final)
+            index = FaissIndex(spec, final, huge_pages=self._madvise)
             index.load()
             self._add(index)
             return index.info()

@@ -144,13 +144,19 @@ def _new_faiss_index(spec: IndexSpec) -> Any:
     return faiss.IndexIDMap2(inner)
 
 
+_thread = threading.local()
+
+
 def single_threaded() -> None:
     """One OpenMP thread for FAISS calls made by this thread.
 
     The setting is per thread: worker threads start with one OpenMP thread per core, and
     on a small busy machine two spinning OpenMP threads make a search several times slower.
-    Requests already run in parallel on separate threads."""
-    faiss.omp_set_num_threads(1)
+    Requests already run in parallel on separate threads. Set once per thread: every FAISS
+    call lets go of the GIL, and getting it back can wait behind other threads."""
+    if not getattr(_thread, "single", False):
+        faiss.omp_set_num_threads(1)
+        _thread.single = True
 
 
 def _normalised(values: Vector32) -> Vector32:
@@ -160,7 +166,7 @@ def _normalised(values: Vector32) -> Vector32:
 
 
 class FaissIndex:
-    def __init__(self, spec: IndexSpec, directory: Path) -> None:
+    def __init__(self, spec: IndexSpec, directory: Path, *, huge_pages: bool = True) -> None:
         self.spec = spec
         self.directory = directory
         self.closed = False
@@ -173,7 +179,7 @@ class FaissIndex:
         self._snapshotting = threading.Lock()
         self._rw = ReadWriteLock()
         self._index = _new_faiss_index(spec)
-        self._huge_pages = HugePages()  # touched only by the thread holding `_applier` (or loading)
+        self._huge_pages = HugePages(huge_pages)  # touched only by the thread holding `_applier` (or loading)
         self._records: dict[int, Record] = {}
         # Cosine: the caller's values (FAISS holds them normalised); other metrics read FAISS.
         self._raw = RawValues(spec.dimensions) if spec.metric is Metric.COSINE else None

@@ -59,13 +59,17 @@ class HugePages:
     kernel faults in from then on can be huge. Pages written before that stay small until
     `collapse` converts them (MADV_COLLAPSE copies them, ~1 ms per 1.5 MB): the index runs it
     from its maintenance tick, a bounded stretch at a time, not on the write path.
+
+    A service started with glibc's huge-page tunable (as the vector service restarts itself:
+    `services.runtime.memory`) needs none of this: glibc marks every large block as it maps
+    it. It is then off, and so it is when huge pages are turned off.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
         self._start = 0  # 2 MiB-aligned start of the storage last seen (it moves when the vector grows)
         self._advised = 0  # end of the range marked MADV_HUGEPAGE
         self._collapsed = 0  # end of the range already collapsed
-        self._enabled = _MADVISE is not None
+        self._enabled = enabled and _MADVISE is not None
 
     def _aligned(self, index: Any) -> tuple[int, int] | None:
         region = _stored_vectors(index)

@@ -5,7 +5,7 @@ distinct values of one field.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from itertools import chain, repeat
 from typing import Any
@@ -43,8 +43,8 @@ class Postings:
 
     def add_many(self, internal_ids: list[int], metadata: list[dict[str, Any]]) -> None:
         """`add` for a batch, a field at a time. A field whose values are all strings, numbers or
-        missing (the common case) is grouped by value at C speed, so each distinct value costs
-        one set update however many vectors share it; other fields take the general walk."""
+        missing (the common case) is grouped by value first, so each distinct value costs one set
+        update however many vectors share it; other fields take the general walk."""
         for name in set(chain.from_iterable(metadata)):
             if "." in name:
                 continue  # a dotted path could not address it
@@ -54,9 +54,9 @@ class Postings:
                     if value is not None:
                         self.add(internal_id, {name: value})
                 continue
-            groups: dict[str | int | float | None, list[int]] = {}
-            # groups.setdefault(value, []).append(internal_id) for each vector, without a Python loop.
-            deque(map(list.append, map(groups.setdefault, column, map(list, repeat((), len(column)))), internal_ids), 0)
+            groups: defaultdict[str | int | float | None, list[int]] = defaultdict(list)
+            for value, internal_id in zip(column, internal_ids, strict=True):
+                groups[value].append(internal_id)
             groups.pop(None, None)  # missing, or null: not indexed
             values = self.by_path.setdefault(name, {})
             for value, ids in groups.items():
