@@ -4,12 +4,19 @@ snapshot that captured them."""
 from __future__ import annotations
 
 import contextlib
+import pickle
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
+from services.vector.backends import faiss_snapshot as snapshots
+from services.vector.backends import faiss_storage as storage
+from services.vector.backends.faiss_index import FaissIndex
 from services.vector.backends.faiss_raw import COMPACT_MIN_ROWS, RawValues
+from services.vector.model import IndexSpec, Metric, VectorBatch, keys_in
 from strata.vector.v1 import vector_pb2 as pb
 
 DIMS = 4
@@ -75,3 +82,42 @@ def test_churned_cosine_values_read_back_exactly_through_compaction_and_restart(
         assert {v.id: list(v.values) for v in got} == latest
         best = stub.Query(pb.QueryRequest(index_name="docs", vector=latest["v7"], top_k=1)).matches[0]
         assert best.id == "v7" and abs(best.score - 1.0) < 1e-5
+
+
+def test_rows_are_found_by_id_and_forgetting_is_idempotent() -> None:
+    raw = RawValues(DIMS)
+    _add(raw, 0, 10)
+    _add(raw, 20, 5)  # ids may skip (deleted before they were added here) but only grow
+    assert np.array_equal(raw.get(22), _rows(22, 1)[0])
+    raw.forget([3, 3, 21, 99])  # 99 was never here
+    raw.forget([3])
+    assert len(raw) == 13
+    for gone in (3, 21, 15):
+        with pytest.raises(KeyError):
+            raw.get(gone)
+    with pytest.raises(ValueError, match="only grow"):
+        raw.add([24], _rows(24, 1))
+    with pytest.raises(KeyError):
+        RawValues.gather(raw.capture(), [0, 15])
+
+
+def test_a_snapshot_listing_records_out_of_id_order_restores_every_value(tmp_path: Path) -> None:
+    spec = IndexSpec("docs", DIMS, Metric.COSINE)
+    index = FaissIndex(spec, tmp_path)
+    index.load()
+    values = np.random.default_rng(4).standard_normal((50, DIMS)).astype(np.float32)
+    keys = keys_in("", [f"v{i}" for i in range(50)])
+    index.write(VectorBatch(keys, values, [{"i": i} for i in range(50)], [f'{{"i":{i}}}' for i in range(50)]), True)
+    assert index.snapshot()
+    index.close()
+    # Rewrite the snapshot (in the one-pickle format 1) with its records and rows reversed.
+    state = snapshots.read(tmp_path / storage.SNAPSHOT_FILE)
+    state["format"], state["records"], state["raw"] = 1, state["records"][::-1], state["raw"][::-1].copy()
+    (tmp_path / storage.SNAPSHOT_FILE).write_bytes(pickle.dumps(state, protocol=5))
+    reopened = FaissIndex(spec, tmp_path)
+    reopened.load()
+    got = reopened.get_keys(keys)
+    assert [record.key for record in got] == keys
+    assert np.array_equal(np.stack([record.values for record in got]), values)
+    assert [record.metadata for record in got] == [{"i": i} for i in range(50)]
+    reopened.close()

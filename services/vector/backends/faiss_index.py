@@ -555,12 +555,14 @@ class FaissIndex:
             raise RuntimeError(f"{self.directory}: unknown snapshot format {state.get('format')!r}")
         raw = state["raw"]
         internal = np.fromiter((record[0] for record in state["records"]), dtype=np.int64, count=len(state["records"]))
+        if raw is not None and np.any(internal[1:] < internal[:-1]):  # snapshots list records by id
+            order = np.argsort(internal, kind="stable")
+            internal, raw = internal[order], raw[order]
         if state["index"] is not None:
             self._index = faiss.deserialize_index(state["index"])
         else:  # a flat index kept as its vectors: add them back, in id order
-            order = np.argsort(internal, kind="stable")
-            for start in range(0, len(order), REPLAY_RUN):
-                rows = order[start : start + REPLAY_RUN]
+            for start in range(0, len(internal), REPLAY_RUN):
+                rows = slice(start, start + REPLAY_RUN)
                 self._index.add_with_ids(self._prepare(raw[rows]), internal[rows])
         if self.spec.index_type is IndexType.HNSW:
             assert self.spec.hnsw is not None

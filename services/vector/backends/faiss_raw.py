@@ -1,14 +1,16 @@
 """The values callers sent to a cosine index, by internal id.
 
 FAISS holds cosine vectors normalised, so the caller's values are kept here to be given back
-exactly. They live in one array, appended to as vectors are added. A replaced or deleted
-vector's row is only forgotten; once forgotten rows outnumber live ones, `compact` copies the
-live rows into a new array, so memory follows the live vectors however much they churn.
-(Keeping each vector as a view of the batch it came in would pin that whole batch for as long
-as any one of its vectors lives.)
+exactly. They live in one array, appended to as vectors are added, beside the internal id of
+each row. Internal ids only ever grow, so the ids run in increasing order and a row is found by
+binary search: no per-vector dictionary to fill on every write, or to copy for a snapshot. A
+replaced or deleted vector's row is only marked forgotten; once forgotten rows outnumber live
+ones, `compact` copies the live rows into new arrays, so memory follows the live vectors however
+much they churn. (Keeping each vector as a view of the batch it came in would pin that whole
+batch for as long as any one of its vectors lives.)
 
-A row is never written twice: growing and compacting make a new array. So a snapshot reads the
-rows it captured without a lock, and a reader never sees a row change under it.
+A row is never written twice: growing and compacting make new arrays. So a snapshot reads the
+rows it captured without a lock or a copy, and a reader never sees a row change under it.
 """
 
 from __future__ import annotations
@@ -23,62 +25,95 @@ import numpy as np
 COMPACT_MIN_ROWS = 4096
 FIRST_CAPACITY = 1024
 
+# What `capture` returns: the values, the id of each row (increasing), and how many rows count.
+Captured = tuple[np.ndarray, np.ndarray, int]
+
+
+def _rows_of(ids: np.ndarray, internals: Any) -> np.ndarray:
+    """The rows of internal ids that have one (a KeyError names the first that has none)."""
+    wanted = np.asarray(internals, dtype=np.int64)
+    rows = np.minimum(np.searchsorted(ids, wanted), max(len(ids) - 1, 0))
+    if not len(ids) or not np.array_equal(ids[rows], wanted):
+        missing = wanted[ids[rows] != wanted] if len(ids) else wanted
+        raise KeyError(int(missing.reshape(-1)[0]))
+    return rows
+
 
 class RawValues:
     def __init__(self, dimensions: int) -> None:
         self._dimensions = dimensions
         self._array = np.empty((0, dimensions), dtype=np.float32)
+        self._ids = np.empty(0, dtype=np.int64)  # internal id of each row, increasing
+        self._live = np.empty(0, dtype=bool)  # False once forgotten
         self._used = 0  # rows written so far (live or forgotten)
-        self._row: dict[int, int] = {}  # internal id -> row
 
     def __len__(self) -> int:
-        return len(self._row)
+        """Live rows (counted: a few microseconds per 100k rows)."""
+        return int(np.count_nonzero(self._live[: self._used]))
 
     def get(self, internal: int) -> np.ndarray:
-        return self._array[self._row[internal]]
+        row = int(_rows_of(self._ids[: self._used], [internal])[0])
+        if not self._live[row]:
+            raise KeyError(internal)
+        return self._array[row]
 
     def reserve(self, count: int) -> None:
         """Room for `count` more rows. The caller holds the index's writer lock but need not
-        hold readers off: rows keep their positions in the bigger array."""
+        hold readers off: rows keep their positions in the bigger arrays."""
         if self._used + count > len(self._array):
-            bigger = np.empty(
-                (max(2 * len(self._array), self._used + count, FIRST_CAPACITY), self._dimensions), np.float32
-            )
-            bigger[: self._used] = self._array[: self._used]
-            self._array = bigger
+            capacity = max(2 * len(self._array), self._used + count, FIRST_CAPACITY)
+            array = np.empty((capacity, self._dimensions), np.float32)
+            ids = np.empty(capacity, np.int64)
+            live = np.zeros(capacity, bool)
+            array[: self._used] = self._array[: self._used]
+            ids[: self._used] = self._ids[: self._used]
+            live[: self._used] = self._live[: self._used]
+            self._array, self._ids, self._live = array, ids, live
 
     def add(self, internals: list[int], values: np.ndarray) -> None:
-        """Append rows (after `reserve`), with readers held off."""
+        """Append rows (after `reserve`), with readers held off. Ids must be greater than any
+        added before, in increasing order."""
         start, stop = self._used, self._used + len(internals)
+        ids = np.asarray(internals, dtype=np.int64)
+        if len(ids) and ((start and ids[0] <= self._ids[start - 1]) or np.any(ids[1:] <= ids[:-1])):
+            raise ValueError("internal ids must only grow")
         self._array[start:stop] = values
-        self._row.update(zip(internals, range(start, stop), strict=True))
+        self._ids[start:stop] = ids
+        self._live[start:stop] = True
         self._used = stop
 
     def forget(self, internals: Iterable[int]) -> None:
-        pop = self._row.pop
-        for internal in internals:
-            pop(internal, None)
+        """Mark rows forgotten (ids without a row are ignored), with readers held off."""
+        wanted = np.fromiter(internals, dtype=np.int64)
+        if not len(wanted) or not self._used:
+            return
+        ids = self._ids[: self._used]
+        rows = np.minimum(np.searchsorted(ids, wanted), self._used - 1)
+        self._live[rows[ids[rows] == wanted]] = False
 
     def compact(self, exclusive: Callable[[], AbstractContextManager[Any]]) -> bool:
-        """Copy the live rows into a new array when forgotten rows outnumber them; the copy is
+        """Copy the live rows into new arrays when forgotten rows outnumber them; the copy is
         made while readers go on, and only the swap holds them off (`exclusive`)."""
-        forgotten = self._used - len(self._row)
-        if forgotten <= max(COMPACT_MIN_ROWS, len(self._row)):
+        count = len(self)
+        if self._used - count <= max(COMPACT_MIN_ROWS, count):
             return False
-        internals = list(self._row)
-        rows = np.fromiter(self._row.values(), dtype=np.int64, count=len(internals))
-        array = np.empty((max(2 * len(internals), FIRST_CAPACITY), self._dimensions), np.float32)
-        array[: len(internals)] = self._array[rows]
-        row = dict(zip(internals, range(len(internals)), strict=True))
+        keep = np.flatnonzero(self._live[: self._used])
+        capacity = max(2 * len(keep), FIRST_CAPACITY)
+        array = np.empty((capacity, self._dimensions), np.float32)
+        ids = np.empty(capacity, np.int64)
+        live = np.zeros(capacity, bool)
+        array[: len(keep)] = self._array[keep]
+        ids[: len(keep)] = self._ids[keep]
+        live[: len(keep)] = True
         with exclusive():
-            self._array, self._row, self._used = array, row, len(internals)
+            self._array, self._ids, self._live, self._used = array, ids, live, len(keep)
         return True
 
-    def capture(self) -> tuple[np.ndarray, dict[int, int]]:
-        """The current array and a copy of the row map: the rows they name never change."""
-        return self._array, dict(self._row)
+    def capture(self) -> Captured:
+        """The current arrays and row count: the rows they name never change, so no copy."""
+        return self._array, self._ids, self._used
 
     @staticmethod
-    def gather(captured: tuple[np.ndarray, dict[int, int]], internals: list[int]) -> np.ndarray:
-        array, row = captured
-        return array[np.fromiter(map(row.__getitem__, internals), dtype=np.int64, count=len(internals))]
+    def gather(captured: Captured, internals: list[int]) -> np.ndarray:
+        array, ids, used = captured
+        return array[_rows_of(ids[:used], internals)]

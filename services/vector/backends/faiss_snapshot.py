@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 import faiss
 import numpy as np
 
-from services.vector.backends.faiss_raw import RawValues
+from services.vector.backends.faiss_raw import Captured, RawValues
 
 FORMAT = 2
 READABLE_FORMATS = (1, 2)
@@ -45,7 +45,7 @@ class Capture:
     mutation_id: int
     next_id: int
     records: dict[int, Any]  # internal id -> (key, metadata): a copy of the dict
-    raw: tuple[np.ndarray, dict[int, int]] | None  # cosine: the caller's values (`RawValues.capture`)
+    raw: Captured | None  # cosine: the caller's values (`RawValues.capture`)
     dead: list[int]
     postings: bytes  # pickled now: later writes change the sets in place
     index: Any  # the FAISS index object as of the capture
@@ -61,7 +61,7 @@ def capture(
     dead: set[int],
     postings: Any,
     index: Any,
-    raw: tuple[np.ndarray, dict[int, int]] | None,
+    raw: Captured | None,
     hnsw: bool,
 ) -> Capture:
     """The cheap part, run while writes wait."""
