@@ -248,3 +248,24 @@ def test_a_snapshot_in_the_first_format_loads(open_vector: Callable[..., Any], t
         )
         assert [(m.id, m.score) for m in found.matches] == [("b", 2.0)]
         assert stub.GetIndex(pb.GetIndexRequest(name="docs")).index.last_mutation_id == 3
+
+
+def test_a_large_snapshot_reaches_the_disk_as_it_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not all at the end: the log's fsyncs would queue behind its dirty pages."""
+    from services.vector.backends import faiss_storage as storage
+
+    synced: list[int] = []
+    real = storage.os.fdatasync
+    monkeypatch.setattr(storage.os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+    pieces = [bytes([n]) * (3 * 1024 * 1024) for n in range(10)]  # 30 MiB
+    target = tmp_path / "snapshot.bin"
+
+    def write(out: Any) -> None:
+        for piece in pieces:
+            pickle.dump(piece, out, protocol=5)
+
+    storage.write_atomically(target, write)
+    assert len(synced) >= 3  # every 8 MiB of the 30
+    with open(target, "rb") as source:
+        assert [pickle.load(source) for _ in pieces] == pieces
+    assert not target.with_name("snapshot.bin.tmp").exists()

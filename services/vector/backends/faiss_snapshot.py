@@ -24,12 +24,13 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import faiss
 import numpy as np
 
 from services.vector.backends.faiss_raw import Captured, RawValues
+from services.vector.backends.faiss_storage import Sink
 
 FORMAT = 2
 READABLE_FORMATS = (1, 2)
@@ -78,7 +79,7 @@ def capture(
     )
 
 
-def write(snap: Capture, out: BinaryIO, *, read_lock: Callable[[], AbstractContextManager[Any]]) -> None:
+def write(snap: Capture, out: Sink, *, read_lock: Callable[[], AbstractContextManager[Any]]) -> None:
     """Write the snapshot while writes carry on: a header, then the records, the values and the
     HNSW graph in pieces. Each piece is pickled on its own: pickling holds the GIL for as long as
     it runs, and one pickle of 100k records would stop every other thread for ~0.4 s."""

@@ -22,7 +22,7 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import orjson
@@ -47,6 +47,7 @@ SNAPSHOT_FILE = "snapshot.bin"
 _FRAME = struct.Struct("<II")
 _HEADER_LEN = struct.Struct("<I")
 _IOV_MAX = 1024  # buffers per writev (POSIX guarantees at least 16; Linux allows 1024)
+FLUSH_EVERY_BYTES = 8 * 1024 * 1024
 
 
 def fsync_dir(path: Path) -> None:
@@ -57,15 +58,40 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
-    """Write a file (its bytes, or a function writing to it) so that a crash leaves either the
-    old or the new content, never a mix."""
+class Sink(Protocol):
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
+
+class _Flushing:
+    """A file that forces what was written to disk every FLUSH_EVERY_BYTES.
+
+    Without it a snapshot's dirty pages pile up until its final fsync, and ext4 commits them
+    with whatever the log fsyncs meanwhile: measured here, a log fsync during a 168 MB write
+    then waited up to 36-58 ms, against 9-24 ms when the big file is flushed every 8 MiB."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._pending = 0
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        written = self._out.write(data)
+        self._pending += written
+        if self._pending >= FLUSH_EVERY_BYTES:
+            self._out.flush()
+            os.fdatasync(self._out.fileno())
+            self._pending = 0
+        return written
+
+
+def write_atomically(path: Path, data: bytes | Callable[[Sink], None]) -> None:
+    """Write a file (its bytes, or a function writing to it, flushed to disk as it goes) so that
+    a crash leaves either the old or the new content, never a mix."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as out:
         if isinstance(data, bytes):
             out.write(data)
         else:
-            data(out)
+            data(_Flushing(out))
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
