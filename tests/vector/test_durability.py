@@ -269,3 +269,31 @@ def test_a_large_snapshot_reaches_the_disk_as_it_is_written(tmp_path: Path, monk
     with open(target, "rb") as source:
         assert [pickle.load(source) for _ in pieces] == pieces
     assert not target.with_name("snapshot.bin.tmp").exists()
+
+
+def test_where_there_is_no_fdatasync_writes_are_fsynced_and_survive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """macOS has no os.fdatasync: the log falls back to fsync."""
+    import os
+
+    from services.vector.backends.faiss_index import FaissIndex
+    from services.vector.model import IndexSpec, Metric, VectorBatch, keys_in
+
+    monkeypatch.delattr(os, "fdatasync", raising=False)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    spec = IndexSpec("docs", 4, Metric.EUCLIDEAN)
+    index = FaissIndex(spec, tmp_path)
+    index.load()
+    keys = keys_in("", ["a", "b"])
+    values = np.array([[1, 0, 0, 0], [0, 1, 0, 0]], dtype=np.float32)
+    before = len(synced)
+    index.write(VectorBatch(keys, values, [{}, {}], ["{}", "{}"]), True)
+    assert len(synced) > before  # the log record was forced to disk before the write returned
+    index.close()
+    reopened = FaissIndex(spec, tmp_path)
+    reopened.load()
+    assert [record.key for record in reopened.get_keys(keys)] == keys
+    reopened.close()

@@ -127,11 +127,23 @@ class FileObjectReader:
             yield data
 
     def copy_to(self, out: BinaryIO) -> None:
-        """Copy the content into `out` in the kernel where possible."""
+        """Copy the content into `out`: in the kernel where it can (Linux), else through memory."""
         out.flush()
         offset, remaining = 0, self.info.size
+        in_kernel = hasattr(os, "copy_file_range")
         while remaining:
-            sent = os.copy_file_range(self._fd, out.fileno(), min(remaining, 1 << 30), offset)
+            sent = 0
+            if in_kernel:
+                try:
+                    sent = os.copy_file_range(self._fd, out.fileno(), min(remaining, 1 << 30), offset)
+                except OSError as exc:
+                    if exc.errno not in _NO_KERNEL_COPY:
+                        raise
+                    in_kernel = False
+            if not in_kernel:
+                data = os.pread(self._fd, min(remaining, _COPY_BUFFER_BYTES), offset)
+                out.write(data)
+                sent = len(data)
             if sent == 0:
                 raise Unavailable("object file shrank while being copied", reason="DISK_ERROR")
             offset += sent
@@ -169,6 +181,9 @@ def _start_writeback() -> Callable[[int, int, int], None]:
 
 _writeback = _start_writeback()
 _WRITEBACK_BYTES = 8 * 1024 * 1024
+# copy_file_range is Linux's; where it is missing or refuses these files, copy in steps of this size.
+_NO_KERNEL_COPY = (errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP)
+_COPY_BUFFER_BYTES = 1024 * 1024
 
 
 class _TempFile:
