@@ -23,7 +23,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
-import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -534,7 +533,6 @@ class FaissIndex:
                     next_id=self._next_id,
                     records=self._records,
                     dead=self._dead,
-                    postings=self._postings.by_path,
                     index=self._index,
                     raw=None if self._raw is None else self._raw.capture(),
                     hnsw=self.spec.index_type is IndexType.HNSW,
@@ -575,7 +573,9 @@ class FaissIndex:
             self._records[internal_id] = (key, metadata)
             self._by_key[key] = internal_id
             self._namespaces.setdefault(namespace, set()).add(internal_id)
-        self._postings.by_path = pickle.loads(state["postings"])
+        # Postings are rebuilt rather than read (format 3 has none; older ones' are ignored).
+        records = state["records"]
+        self._postings.add_many([record[0] for record in records], [record[3] or {} for record in records])
         self._dead = set(state["dead"])
         self._next_id = state["next_id"]
         self.last_mutation_id = state["mutation_id"]
