@@ -83,17 +83,22 @@ def _glibc_has_huge_pages() -> bool:
     return sys.platform.startswith("linux") and version is not None and version >= (2, 35)
 
 
+def _huge_pages_tunable(environ: Mapping[str, str]) -> str | None:
+    """The value GLIBC_TUNABLES gives glibc.malloc.hugetlb, or None where it is not set."""
+    tunables = dict(item.partition("=")[::2] for item in environ.get("GLIBC_TUNABLES", "").split(":"))
+    return tunables.get("glibc.malloc.hugetlb")
+
+
 def huge_pages_asked(environ: Mapping[str, str] = os.environ) -> bool:
     """True when this process started with glibc backing its large blocks with huge pages (it
     then marks every such block itself: nothing else needs to)."""
-    tunables = dict(item.partition("=")[::2] for item in environ.get("GLIBC_TUNABLES", "").split(":"))
-    return tunables.get("glibc.malloc.hugetlb", "0") not in ("", "0") and _glibc_has_huge_pages()
+    return _huge_pages_tunable(environ) not in (None, "", "0") and _glibc_has_huge_pages()
 
 
 def huge_pages_would_help(environ: Mapping[str, str] = os.environ) -> bool:
     """True when glibc can give large blocks huge pages, the kernel gives them only on request,
-    and this process has not asked yet."""
-    if "glibc.malloc.hugetlb" in environ.get("GLIBC_TUNABLES", "") or not _glibc_has_huge_pages():
+    and this process has not asked yet (nor been told not to)."""
+    if _huge_pages_tunable(environ) is not None or not _glibc_has_huge_pages():
         return False
     try:
         return "[madvise]" in THP_MODE.read_text()  # "always": every block gets them anyway

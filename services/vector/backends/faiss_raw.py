@@ -29,13 +29,20 @@ FIRST_CAPACITY = 1024
 Captured = tuple[np.ndarray, np.ndarray, int]
 
 
+def find_rows(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of `wanted` sits in the increasing `ids`, and whether it is there at all."""
+    if not len(ids):
+        return np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
+    rows = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+    return rows, ids[rows] == wanted
+
+
 def _rows_of(ids: np.ndarray, internals: Any) -> np.ndarray:
     """The rows of internal ids that have one (a KeyError names the first that has none)."""
-    wanted = np.asarray(internals, dtype=np.int64)
-    rows = np.minimum(np.searchsorted(ids, wanted), max(len(ids) - 1, 0))
-    if not len(ids) or not np.array_equal(ids[rows], wanted):
-        missing = wanted[ids[rows] != wanted] if len(ids) else wanted
-        raise KeyError(int(missing.reshape(-1)[0]))
+    wanted = np.asarray(internals, dtype=np.int64).reshape(-1)
+    rows, found = find_rows(ids, wanted)
+    if not found.all():
+        raise KeyError(int(wanted[~found][0]))
     return rows
 
 
@@ -84,12 +91,8 @@ class RawValues:
 
     def forget(self, internals: Iterable[int]) -> None:
         """Mark rows forgotten (ids without a row are ignored), with readers held off."""
-        wanted = np.fromiter(internals, dtype=np.int64)
-        if not len(wanted) or not self._used:
-            return
-        ids = self._ids[: self._used]
-        rows = np.minimum(np.searchsorted(ids, wanted), self._used - 1)
-        self._live[rows[ids[rows] == wanted]] = False
+        rows, found = find_rows(self._ids[: self._used], np.fromiter(internals, dtype=np.int64))
+        self._live[rows[found]] = False
 
     def compact(self, exclusive: Callable[[], AbstractContextManager[Any]]) -> bool:
         """Copy the live rows into new arrays when forgotten rows outnumber them; the copy is

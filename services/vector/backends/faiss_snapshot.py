@@ -32,7 +32,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from services.vector.backends.faiss_raw import Captured, RawValues
+from services.vector.backends.faiss_raw import Captured, RawValues, find_rows
 from services.vector.backends.faiss_storage import Sink
 
 FORMAT = 3
@@ -146,7 +146,7 @@ def _flat_rows(
             stored = faiss.rev_swig_ptr(flat.get_xb(), ntotal * dimensions).reshape(ntotal, dimensions)
             rows[start:stop] = stored[start:stop]
     # Internal ids are added in increasing order and compaction keeps that order.
-    positions = np.minimum(np.searchsorted(ids, wanted), max(ntotal - 1, 0))
-    if ntotal == 0 or not np.array_equal(ids[positions], wanted):
+    positions, found = find_rows(ids, wanted)
+    if not found.all():
         raise RuntimeError("a live vector is missing from the FAISS index: not writing a snapshot of it")
     return rows[positions]
