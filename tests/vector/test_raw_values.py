@@ -15,7 +15,7 @@ import pytest
 from services.vector.backends import faiss_snapshot as snapshots
 from services.vector.backends import faiss_storage as storage
 from services.vector.backends.faiss_index import FaissIndex
-from services.vector.backends.faiss_raw import COMPACT_MIN_ROWS, RawValues
+from services.vector.backends.faiss_raw import CHUNK_BYTES, COMPACT_MIN_ROWS, FIRST_CAPACITY, RawValues
 from services.vector.model import IndexSpec, Metric, VectorBatch, keys_in
 from strata.vector.v1 import vector_pb2 as pb
 
@@ -121,3 +121,24 @@ def test_a_snapshot_listing_records_out_of_id_order_restores_every_value(tmp_pat
     assert np.array_equal(np.stack([record.values for record in got]), values)
     assert [record.metadata for record in got] == [{"i": i} for i in range(50)]
     reopened.close()
+
+
+def test_growing_adds_chunks_and_never_moves_the_rows_already_held() -> None:
+    dims = 256
+    raw = RawValues(dims)
+    raw.reserve(10)
+    first = raw.capture()[0][0]
+    assert len(first) == FIRST_CAPACITY  # a small index stays small
+    values = np.random.default_rng(5).standard_normal((CHUNK_BYTES // (4 * dims) * 3, dims)).astype(np.float32)
+    added = 0
+    for step in (10, 1500, 700, len(values) - 2210):  # batches that straddle chunk boundaries
+        raw.reserve(step)
+        raw.add(list(range(added, added + step)), values[added : added + step])
+        added += step
+    chunks = raw.capture()[0]
+    assert chunks[0] is first  # held rows were never copied to a bigger array
+    assert max(chunk.nbytes for chunk in chunks) <= CHUNK_BYTES
+    wanted = [0, 9, 10, 1023, 1024, 2209, added - 1, 4097]
+    assert np.array_equal(RawValues.gather(raw.capture(), wanted), values[wanted])
+    for internal in wanted:
+        assert np.array_equal(raw.get(internal), values[internal])

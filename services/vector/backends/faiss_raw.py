@@ -1,21 +1,25 @@
 """The values callers sent to a cosine index, by internal id.
 
 FAISS holds cosine vectors normalised, so the caller's values are kept here to be given back
-exactly. They live in one array, appended to as vectors are added, beside the internal id of
-each row. Internal ids only ever grow, so the ids run in increasing order and a row is found by
-binary search: no per-vector dictionary to fill on every write, or to copy for a snapshot. A
-replaced or deleted vector's row is only marked forgotten; once forgotten rows outnumber live
-ones, `compact` copies the live rows into new arrays, so memory follows the live vectors however
-much they churn. (Keeping each vector as a view of the batch it came in would pin that whole
-batch for as long as any one of its vectors lives.)
+exactly. They live in chunks of rows, filled in order, beside the internal id of each row.
+Internal ids only ever grow, so the ids run in increasing order and a row is found by binary
+search: no per-vector dictionary to fill on every write, or to copy for a snapshot. Growing adds
+a chunk and never copies the rows already held: one array doubled as it filled cost a copy of
+every value at each doubling, with writes waiting (about a second at a million vectors), and
+briefly three times the memory. Chunks start small, so a small index stays small, and stop
+growing at CHUNK_BYTES. A replaced or deleted vector's row is only marked forgotten; once
+forgotten rows outnumber live ones, `compact` copies the live rows into new chunks, so memory
+follows the live vectors however much they churn. (Keeping each vector as a view of the batch it
+came in would pin that whole batch for as long as any one of its vectors lives.)
 
-A row is never written twice: growing and compacting make new arrays. So a snapshot reads the
-rows it captured without a lock or a copy, and a reader never sees a row change under it.
+A row is never written twice: compacting makes new chunks. So a snapshot reads the rows it
+captured without a lock or a copy, and a reader never sees a row change under it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import bisect
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -24,9 +28,12 @@ import numpy as np
 # Compact once forgotten rows are more than this many and outnumber the live ones.
 COMPACT_MIN_ROWS = 4096
 FIRST_CAPACITY = 1024
+# Largest chunk of values (rows of more than this are a chunk each).
+CHUNK_BYTES = 16 * 1024 * 1024
 
-# What `capture` returns: the values, the id of each row (increasing), and how many rows count.
-Captured = tuple[np.ndarray, np.ndarray, int]
+# What `capture` returns: the chunks of values, the first row of each, the id of each row
+# (increasing), and how many rows count.
+Captured = tuple[tuple[np.ndarray, ...], tuple[int, ...], np.ndarray, int]
 
 
 def find_rows(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,10 +53,23 @@ def _rows_of(ids: np.ndarray, internals: Any) -> np.ndarray:
     return rows
 
 
+def _take(chunks: Sequence[np.ndarray], starts: Sequence[int], rows: np.ndarray) -> np.ndarray:
+    """The values of `rows`, in that order, as one new array."""
+    out = np.empty((len(rows), chunks[0].shape[1] if chunks else 0), np.float32)
+    which = np.searchsorted(np.asarray(starts), rows, side="right") - 1
+    for chunk in np.unique(which).tolist():
+        mask = which == chunk
+        out[mask] = chunks[chunk][rows[mask] - starts[chunk]]
+    return out
+
+
 class RawValues:
     def __init__(self, dimensions: int) -> None:
         self._dimensions = dimensions
-        self._array = np.empty((0, dimensions), dtype=np.float32)
+        self._chunk_rows = max(FIRST_CAPACITY, CHUNK_BYTES // (4 * dimensions))
+        self._chunks: list[np.ndarray] = []
+        self._starts: list[int] = []  # first row of each chunk
+        self._capacity = 0  # rows the chunks hold
         self._ids = np.empty(0, dtype=np.int64)  # internal id of each row, increasing
         self._live = np.empty(0, dtype=bool)  # False once forgotten
         self._used = 0  # rows written so far (live or forgotten)
@@ -62,20 +82,25 @@ class RawValues:
         row = int(_rows_of(self._ids[: self._used], [internal])[0])
         if not self._live[row]:
             raise KeyError(internal)
-        return self._array[row]
+        chunk = bisect.bisect_right(self._starts, row) - 1
+        return self._chunks[chunk][row - self._starts[chunk]]
 
     def reserve(self, count: int) -> None:
         """Room for `count` more rows. The caller holds the index's writer lock but need not
-        hold readers off: rows keep their positions in the bigger arrays."""
-        if self._used + count > len(self._array):
-            capacity = max(2 * len(self._array), self._used + count, FIRST_CAPACITY)
-            array = np.empty((capacity, self._dimensions), np.float32)
+        hold readers off: rows stay where they are (new chunks; ids copied to bigger arrays)."""
+        need = self._used + count
+        if need > len(self._ids):
+            capacity = max(2 * len(self._ids), need, FIRST_CAPACITY)
             ids = np.empty(capacity, np.int64)
             live = np.zeros(capacity, bool)
-            array[: self._used] = self._array[: self._used]
             ids[: self._used] = self._ids[: self._used]
             live[: self._used] = self._live[: self._used]
-            self._array, self._ids, self._live = array, ids, live
+            self._ids, self._live = ids, live
+        while self._capacity < need:
+            rows = min(self._chunk_rows, max(FIRST_CAPACITY, self._capacity, need - self._capacity))
+            self._chunks.append(np.empty((rows, self._dimensions), np.float32))
+            self._starts.append(self._capacity)
+            self._capacity += rows
 
     def add(self, internals: list[int], values: np.ndarray) -> None:
         """Append rows (after `reserve`), with readers held off. Ids must be greater than any
@@ -84,7 +109,15 @@ class RawValues:
         ids = np.asarray(internals, dtype=np.int64)
         if len(ids) and ((start and ids[0] <= self._ids[start - 1]) or np.any(ids[1:] <= ids[:-1])):
             raise ValueError("internal ids must only grow")
-        self._array[start:stop] = values
+        row = start
+        chunk = bisect.bisect_right(self._starts, row) - 1
+        while row < stop:
+            base = self._starts[chunk]
+            array = self._chunks[chunk]
+            take = min(stop, base + len(array)) - row
+            array[row - base : row - base + take] = values[row - start : row - start + take]
+            row += take
+            chunk += 1
         self._ids[start:stop] = ids
         self._live[start:stop] = True
         self._used = stop
@@ -95,28 +128,27 @@ class RawValues:
         self._live[rows[found]] = False
 
     def compact(self, exclusive: Callable[[], AbstractContextManager[Any]]) -> bool:
-        """Copy the live rows into new arrays when forgotten rows outnumber them; the copy is
+        """Copy the live rows into new chunks when forgotten rows outnumber them; the copy is
         made while readers go on, and only the swap holds them off (`exclusive`)."""
         count = len(self)
         if self._used - count <= max(COMPACT_MIN_ROWS, count):
             return False
         keep = np.flatnonzero(self._live[: self._used])
-        capacity = max(2 * len(keep), FIRST_CAPACITY)
-        array = np.empty((capacity, self._dimensions), np.float32)
-        ids = np.empty(capacity, np.int64)
-        live = np.zeros(capacity, bool)
-        array[: len(keep)] = self._array[keep]
-        ids[: len(keep)] = self._ids[keep]
-        live[: len(keep)] = True
+        fresh = RawValues(self._dimensions)
+        fresh.reserve(len(keep))
+        for first in range(0, len(keep), self._chunk_rows):  # a chunk at a time: no full-size copy
+            rows = keep[first : first + self._chunk_rows]
+            fresh.add(self._ids[rows].tolist(), _take(self._chunks, self._starts, rows))
         with exclusive():
-            self._array, self._ids, self._live, self._used = array, ids, live, len(keep)
+            self._chunks, self._starts, self._capacity = fresh._chunks, fresh._starts, fresh._capacity
+            self._ids, self._live, self._used = fresh._ids, fresh._live, fresh._used
         return True
 
     def capture(self) -> Captured:
-        """The current arrays and row count: the rows they name never change, so no copy."""
-        return self._array, self._ids, self._used
+        """The current chunks, ids and row count: the rows they name never change, so no copy."""
+        return tuple(self._chunks), tuple(self._starts), self._ids, self._used
 
     @staticmethod
     def gather(captured: Captured, internals: list[int]) -> np.ndarray:
-        array, ids, used = captured
-        return array[_rows_of(ids[:used], internals)]
+        chunks, starts, ids, used = captured
+        return _take(chunks, starts, _rows_of(ids[:used], internals))
