@@ -4,6 +4,7 @@ snapshot that captured them."""
 from __future__ import annotations
 
 import contextlib
+import json
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -110,9 +111,10 @@ def test_a_snapshot_listing_records_out_of_id_order_restores_every_value(tmp_pat
     index.write(VectorBatch(keys, values, [{"i": i} for i in range(50)], [f'{{"i":{i}}}' for i in range(50)]), True)
     assert index.snapshot()
     index.close()
-    # Rewrite the snapshot (in the one-pickle format 1) with its records and rows reversed.
+    # Rewrite the snapshot (in the one-pickle format 1, metadata as dicts) with its records and rows reversed.
     state = snapshots.read(tmp_path / storage.SNAPSHOT_FILE)
-    state["format"], state["records"], state["raw"] = 1, state["records"][::-1], state["raw"][::-1].copy()
+    records = [(i, namespace, vid, json.loads(text)) for i, namespace, vid, text in state["records"]]
+    state["format"], state["records"], state["raw"] = 1, records[::-1], state["raw"][::-1].copy()
     (tmp_path / storage.SNAPSHOT_FILE).write_bytes(pickle.dumps(state, protocol=5))
     reopened = FaissIndex(spec, tmp_path)
     reopened.load()

@@ -42,6 +42,7 @@ from services.vector.backends.faiss_memory import HugePages
 from services.vector.backends.faiss_order import KeyOrder
 from services.vector.backends.faiss_postings import Postings
 from services.vector.backends.faiss_raw import RawValues
+from services.vector.backends.faiss_records import Key, Record, parsed, stored_keys, texts_of
 from services.vector.filters import Filter
 from services.vector.model import (
     IndexInfo,
@@ -56,6 +57,7 @@ from services.vector.model import (
     VectorKey,
     VectorRecord,
     WriteResult,
+    make_key,
 )
 
 log = logging.getLogger("strata.vector.faiss")
@@ -104,7 +106,7 @@ class _Pending:
     """What a write being planned sees beyond the applied state: keys written earlier in its
     own group, then those of the group still applying (key -> metadata, or None if deleted)."""
 
-    def __init__(self, by_key: dict[VectorKey, int], applying: Changes | None) -> None:
+    def __init__(self, by_key: dict[Key, int], applying: Changes | None) -> None:
         self.by_key = by_key
         self.applying = applying or {}
         self.changes: Changes = {}
@@ -122,10 +124,6 @@ class _Planned:
     ticket: _Ticket
     entry: storage.LogEntry
     vectors: Vector32 | None  # what FAISS gets for an upsert (normalised for cosine)
-
-
-# (key, metadata) of a vector: a plain tuple, so a batch's records are built by `zip` at C speed.
-Record = tuple[VectorKey, Metadata]
 
 
 def _new_faiss_index(spec: IndexSpec) -> Any:
@@ -179,10 +177,10 @@ class FaissIndex:
         self._rw = ReadWriteLock()
         self._index = _new_faiss_index(spec)
         self._huge_pages = HugePages(huge_pages)  # touched only by the thread holding `_applier` (or loading)
-        self._records: dict[int, Record] = {}
+        self._records: dict[int, Record] = {}  # see `faiss_records`
         # Cosine: the caller's values (FAISS holds them normalised); other metrics read FAISS.
         self._raw = RawValues(spec.dimensions) if spec.metric is Metric.COSINE else None
-        self._by_key: dict[VectorKey, int] = {}
+        self._by_key: dict[Key, int] = {}
         self._namespaces: dict[str, set[int]] = {}
         self._postings = Postings()
         self._dead: set[int] = set()
@@ -305,7 +303,7 @@ class FaissIndex:
                 found.discard(key)
                 if metadata is not None and namespace in (None, key.namespace) and filters.matches(where, metadata):
                     found.add(key)
-            keys = sorted(found)
+            keys = list(map(make_key, sorted(found)))
             for key in keys:
                 pending.changes[key] = None
             return storage.LogEntry(mutation_id, "delete", keys), WriteResult(mutation_id, len(keys))
@@ -456,26 +454,27 @@ class FaissIndex:
             added = True
         with self._rw.write():
             self._hidden = None
+            keys = stored_keys(entry.keys) if entry.op == "upsert" else []
             if old and self._order.tracking:
                 present = [self._records[internal][0] for internal in old]
                 if entry.op == "upsert":  # replaced keys stay; only the others are new
-                    self._order.changed(added=set(entry.keys).difference(present))
+                    self._order.changed(added=set(keys).difference(present))
                 else:
                     self._order.changed(removed=present)
             elif entry.op == "upsert":
-                self._order.changed(added=entry.keys)
+                self._order.changed(added=keys)
             if old:
                 self._dead.update(old)
                 if self._raw is not None:
                     self._raw.forget(old)
                 for internal in old:
-                    key, metadata = self._records.pop(internal)
+                    key, text = self._records.pop(internal)
                     del self._by_key[key]
-                    members = self._namespaces[key.namespace]
+                    members = self._namespaces[key[0]]
                     members.discard(internal)
                     if not members:
-                        del self._namespaces[key.namespace]
-                    self._postings.remove(internal, metadata)
+                        del self._namespaces[key[0]]
+                    self._postings.remove(internal, parsed(text))
             if new_ids is not None and len(new_ids):
                 assert entry.values is not None and entry.metadata is not None
                 if not added:
@@ -484,8 +483,9 @@ class FaissIndex:
                 # Bulk `update`s, no loop per vector.
                 if self._raw is not None:
                     self._raw.add(internals, entry.values)
-                self._records.update(zip(internals, zip(entry.keys, entry.metadata, strict=True), strict=True))
-                self._by_key.update(zip(entry.keys, internals, strict=True))
+                texts = entry.metadata_json if entry.metadata_json is not None else texts_of(entry.metadata)
+                self._records.update(zip(internals, zip(keys, texts, strict=True), strict=True))
+                self._by_key.update(zip(keys, internals, strict=True))
                 namespaces = {key.namespace for key in entry.keys}
                 if len(namespaces) == 1:
                     self._namespaces.setdefault(namespaces.pop(), set()).update(internals)
@@ -568,14 +568,20 @@ class FaissIndex:
         if self._raw is not None and len(internal):
             self._raw.reserve(len(internal))
             self._raw.add(internal.tolist(), raw)
-        for internal_id, namespace, vid, metadata in state["records"]:
-            key = VectorKey(namespace, vid)
-            self._records[internal_id] = (key, metadata)
+        records = state["records"]
+        if state["format"] < 4:  # metadata kept as dicts
+            metadata = [record[3] or {} for record in records]
+            texts = texts_of(metadata)
+        else:
+            texts = [record[3] for record in records]
+            metadata = list(map(parsed, texts))
+        for (internal_id, namespace, vid, _), text in zip(records, texts, strict=True):
+            key = (namespace, vid)
+            self._records[internal_id] = (key, text)
             self._by_key[key] = internal_id
             self._namespaces.setdefault(namespace, set()).add(internal_id)
-        # Postings are rebuilt rather than read (format 3 has none; older ones' are ignored).
-        records = state["records"]
-        self._postings.add_many([record[0] for record in records], [record[3] or {} for record in records])
+        # Postings are rebuilt rather than read (formats 3 and 4 have none; older ones' are ignored).
+        self._postings.add_many([record[0] for record in records], metadata)
         self._dead = set(state["dead"])
         self._next_id = state["next_id"]
         self.last_mutation_id = state["mutation_id"]
@@ -604,8 +610,9 @@ class FaissIndex:
         return np.asarray(self._index.reconstruct(internal), dtype=np.float32)
 
     def _to_record(self, internal: int, values: bool = True, metadata: bool = True) -> VectorRecord:
-        key, fields = self._records[internal]
-        return VectorRecord(key, self._values(internal) if values else None, fields if metadata else None)
+        key, text = self._records[internal]
+        fields = parsed(text) if metadata else None
+        return VectorRecord(make_key(key), self._values(internal) if values else None, fields)
 
     def _score(self, distance: float) -> float:
         if self.spec.metric is Metric.EUCLIDEAN:
@@ -617,13 +624,13 @@ class FaissIndex:
         for distance, internal in zip(distances.tolist(), ids.tolist(), strict=True):
             if internal < 0 or internal not in self._records:
                 continue
-            key, metadata = self._records[internal]
+            key, text = self._records[internal]
             out.append(
                 Match(
-                    key,
+                    make_key(key),
                     self._score(distance),
                     self._values(internal) if request.include_values else None,
-                    metadata if request.include_metadata else None,
+                    parsed(text) if request.include_metadata else None,
                 )
             )
             if len(out) == request.top_k:
@@ -762,9 +769,9 @@ class FaissIndex:
                 start = bisect.bisect_left(chosen, (namespace, ""))
             if after is not None:
                 start = max(start, bisect.bisect_right(chosen, after))
-            page: list[VectorKey] = []
+            page: list[Key] = []
             for key in itertools.islice(chosen, start, None):
-                if namespace is not None and key.namespace != namespace:
+                if namespace is not None and key[0] != namespace:
                     break  # sorted by namespace first: the namespace's keys are behind us
                 if allowed is not None and self._by_key[key] not in allowed:
                     continue

@@ -1,7 +1,8 @@
 """Every key of an index in (namespace, id) order, for ListVectors pages.
 
-VectorKeys sort in the contract's byte order by their natural order. The sorted list is built on
-the first page anyone asks for and then kept: writes only note the keys they add and remove,
+Keys ((namespace, id) tuples, as `faiss_records` stores them) sort in the contract's byte order
+by their natural order: Python orders str by code point, the order of their UTF-8 bytes. The
+sorted list is built on the first page anyone asks for and then kept: writes only note the keys they add and remove,
 and the next page folds those in (a sort of the added keys, a linear merge and a filter). So
 paging through an index while it is written to does not sort the whole index for every page.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
-from services.vector.model import VectorKey
+from services.vector.backends.faiss_records import Key
 
 # Changes kept for the next fold before the list is dropped instead (at least this many, or
 # half the list).
@@ -20,9 +21,9 @@ FOLD_LIMIT = 65_536
 
 class KeyOrder:
     def __init__(self) -> None:
-        self._sorted: list[VectorKey] | None = None
-        self._added: set[VectorKey] = set()
-        self._removed: set[VectorKey] = set()
+        self._sorted: list[Key] | None = None
+        self._added: set[Key] = set()
+        self._removed: set[Key] = set()
         self._fold = threading.Lock()  # readers fold changes in; two at once must not
 
     @property
@@ -30,7 +31,7 @@ class KeyOrder:
         """Whether writes need to report their changes (only once a page was listed)."""
         return self._sorted is not None
 
-    def changed(self, added: Iterable[VectorKey] = (), removed: Iterable[VectorKey] = ()) -> None:
+    def changed(self, added: Iterable[Key] = (), removed: Iterable[Key] = ()) -> None:
         """Keys new to the index and keys gone from it; the caller holds readers off."""
         if self._sorted is None:
             return
@@ -48,7 +49,7 @@ class KeyOrder:
             # Nobody has listed for a while: stop tracking; the next page sorts afresh.
             self._sorted, self._added, self._removed = None, set(), set()
 
-    def keys(self, every_key: Callable[[], Iterable[VectorKey]]) -> list[VectorKey]:
+    def keys(self, every_key: Callable[[], Iterable[Key]]) -> list[Key]:
         """The sorted keys (callers must not modify the list); the caller holds writers off."""
         with self._fold:
             if self._sorted is None:

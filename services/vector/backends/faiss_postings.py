@@ -1,6 +1,10 @@
 """An inverted index from metadata values to internal ids, so a filter becomes an id set
 without reading every record: equality is one dictionary lookup, a range scans the
 distinct values of one field.
+
+A value held by one vector maps to its id alone, not to a set of one: fields unique to each
+vector (a chunk's id, its position) are common, and a set costs ~200 bytes and is one more
+object for every full collection to walk, per vector.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 from services.vector.filters import And, Compare, Filter, Not, Or, Scalar, compare_keys, scalar_key
 
 ValueKey = tuple[str, Scalar]
+Members = int | set[int]  # the one id holding a value, or the ids of several
 # Value types grouped by equality: 1 and 1.0 share a group as they share a key; True would join 1.
 _GROUPABLE = {str, int, float, type(None)}
 
@@ -33,13 +38,27 @@ def leaves(metadata: dict[str, Any] | None, prefix: str = "") -> Iterator[tuple[
                 yield path, key
 
 
+def _as_set(members: Members | None) -> set[int]:
+    """The ids of a value as a set (shared with the index when there are several)."""
+    if members is None:
+        return set()
+    return members if isinstance(members, set) else {members}
+
+
 class Postings:
     def __init__(self) -> None:
-        self.by_path: dict[str, dict[ValueKey, set[int]]] = {}
+        self.by_path: dict[str, dict[ValueKey, Members]] = {}
 
     def add(self, internal_id: int, metadata: dict[str, Any] | None) -> None:
         for path, key in leaves(metadata):
-            self.by_path.setdefault(path, {}).setdefault(key, set()).add(internal_id)
+            values = self.by_path.setdefault(path, {})
+            members = values.get(key)
+            if members is None:
+                values[key] = internal_id
+            elif isinstance(members, set):
+                members.add(internal_id)
+            else:
+                values[key] = {members, internal_id}
 
     def add_many(self, internal_ids: list[int], metadata: list[dict[str, Any]]) -> None:
         """`add` for a batch, a field at a time. A field whose values are all strings, numbers or
@@ -63,9 +82,11 @@ class Postings:
                 key: ValueKey = ("s", value) if type(value) is str else ("n", float(value))  # type: ignore[arg-type]
                 members = values.get(key)
                 if members is None:
-                    values[key] = set(ids)
-                else:
+                    values[key] = ids[0] if len(ids) == 1 else set(ids)
+                elif isinstance(members, set):
                     members.update(ids)
+                else:
+                    values[key] = {members, *ids}
             if not values:
                 del self.by_path[name]
 
@@ -74,13 +95,16 @@ class Postings:
             values = self.by_path.get(path)
             if values is None:
                 continue
-            ids = values.get(key)
-            if ids is not None:
-                ids.discard(internal_id)
-                if not ids:
-                    del values[key]
-                    if not values:
-                        del self.by_path[path]
+            members = values.get(key)
+            if isinstance(members, set):
+                members.discard(internal_id)
+                if len(members) == 1:
+                    values[key] = next(iter(members))
+                continue
+            if members == internal_id:
+                del values[key]
+                if not values:
+                    del self.by_path[path]
 
     def evaluate(self, node: Filter, universe: Callable[[], set[int]]) -> set[int]:
         """The ids matching `node`; `universe()` gives every live id (used by negations).
@@ -108,17 +132,21 @@ class Postings:
         values = self.by_path.get(node.path, {})
         if node.op in ("$eq", "$ne"):
             assert not isinstance(node.value, tuple)
-            hit = values.get(scalar_key(node.value) or ("", ""), set())
+            hit = _as_set(values.get(scalar_key(node.value) or ("", "")))
             return hit if node.op == "$eq" else universe() - hit
         if node.op in ("$in", "$nin"):
             assert isinstance(node.value, tuple)
             hit = set()
             for value in node.value:
-                hit |= values.get(scalar_key(value) or ("", ""), set())
+                hit |= _as_set(values.get(scalar_key(value) or ("", "")))
             return hit if node.op == "$in" else universe() - hit
         assert not isinstance(node.value, tuple)
         result: set[int] = set()
-        for key, ids in values.items():
-            if compare_keys(key, node.op, node.value):
-                result |= ids
+        for key, members in values.items():
+            if not compare_keys(key, node.op, node.value):
+                continue
+            if isinstance(members, set):
+                result |= members
+            else:
+                result.add(members)
         return result

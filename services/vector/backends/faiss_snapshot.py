@@ -10,13 +10,15 @@ lock, because an append may move the storage. HNSW changes its graph in place on
 the capture clones it (about a third of the time serialising takes) and the clone is
 serialised afterwards.
 
-Format 3 (this one) is a header, then the records, the values and (HNSW) the serialised
-graph, in pieces pickled one by one. It keeps a flat index as its vectors alone (the caller's
-values, in record order) and rebuilds it on load: half the size of format 1, one pickle that
-also held the FAISS index serialised (and, for cosine, both normalised and caller's values).
-It holds no postings: a load rebuilds them from the records' metadata (~0.4 ms per 1,000
-vectors), where format 2 pickled every posting set during the capture (6-7 ms per 100k
-vectors with writes waiting). Postings in older snapshots are ignored the same way.
+Format 4 (this one) is a header, then the records, the values and (HNSW) the serialised
+graph, in pieces pickled one by one. A record is (internal id, namespace, id, metadata as JSON
+text), as the index holds it (`faiss_records`); formats 1-3 held the metadata as dicts. It
+keeps a flat index as its vectors alone (the caller's values, in record order) and rebuilds it
+on load: half the size of format 1, one pickle that also held the FAISS index serialised (and,
+for cosine, both normalised and caller's values). Since format 3 it holds no postings: a load
+rebuilds them from the records' metadata (~0.4 ms per 1,000 vectors), where format 2 pickled
+every posting set during the capture (6-7 ms per 100k vectors with writes waiting). Postings
+in older snapshots are ignored the same way.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ import numpy as np
 from services.vector.backends.faiss_raw import Captured, RawValues, find_rows
 from services.vector.backends.faiss_storage import Sink
 
-FORMAT = 3
-READABLE_FORMATS = (1, 2, 3)
+FORMAT = 4
+READABLE_FORMATS = (1, 2, 3, 4)
 # Rows copied per hold of the read lock (~6 MB at 384 dimensions: a few milliseconds).
 ROWS_PER_STEP = 4096
 # Pieces of the file, each pickled in a few milliseconds.
@@ -48,7 +50,7 @@ BYTES_PER_PIECE = 8 * 1024 * 1024
 class Capture:
     mutation_id: int
     next_id: int
-    records: dict[int, Any]  # internal id -> (key, metadata): a copy of the dict
+    records: dict[int, Any]  # internal id -> ((namespace, id), metadata JSON): a copy of the dict
     raw: Captured | None  # cosine: the caller's values (`RawValues.capture`)
     dead: list[int]
     index: Any  # the FAISS index object as of the capture
@@ -102,7 +104,7 @@ def write(snap: Capture, out: Sink, *, read_lock: Callable[[], AbstractContextMa
     pickle.dump(header, out, protocol=5)
     records = iter(snap.records.items())
     for _ in range(0, len(internal), RECORDS_PER_PIECE):
-        piece = [(i, r[0].namespace, r[0].id, r[1]) for i, r in itertools.islice(records, RECORDS_PER_PIECE)]
+        piece = [(i, r[0][0], r[0][1], r[1]) for i, r in itertools.islice(records, RECORDS_PER_PIECE)]
         pickle.dump(piece, out, protocol=5)
     for array in (raw, graph):
         if array is not None:
