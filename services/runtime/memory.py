@@ -8,8 +8,8 @@ per request with glibc's defaults and 1.4-1.6 ms with the default setting. The p
 process keeps up to STRATA_ALLOCATOR_KEEP_MIB of freed memory for reuse.
 
 Python's cycle collector runs a young-generation pass every 700 new container objects, and
-every so often a full pass over every tracked object, including each entry of the large
-dicts and sets a server keeps (the vector index's maps hold several per vector). A
+every so often a full pass over every tracked object (the vector index keeps its per-vector
+records as tuples of strings, which the collector stops tracking: `faiss_records`). A
 1,000-vector write allocates thousands of objects: with the default thresholds the vector
 service spent ~2.4 ms of CPU per such write in the collector, ~0.2 ms with the thresholds
 below. Reference counting still frees everything at once; only garbage cycles wait longer.
