@@ -77,8 +77,10 @@ def _value(value: struct_pb2.Value) -> Any:
 
 
 def _dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    # ~3x faster than json_format.MessageToDict, which matters at thousands of vectors per call.
-    return {key: _value(value) for key, value in struct.fields.items()}
+    # ~3x faster than json_format.MessageToDict, which matters at thousands of vectors per call;
+    # walking the keys beats the map's items(), which Python's Mapping mixin builds key by key.
+    fields = struct.fields
+    return {key: _value(fields[key]) for key in fields}
 
 
 def _inputs(vectors: Any) -> list[VectorInput]:
