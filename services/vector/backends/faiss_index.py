@@ -452,9 +452,9 @@ class FaissIndex:
                         new_ids[start : start + HNSW_ADD_CHUNK],
                     )
             added = True
+        keys = stored_keys(entry.keys) if entry.op == "upsert" else []
         with self._rw.write():
             self._hidden = None
-            keys = stored_keys(entry.keys) if entry.op == "upsert" else []
             if old and self._order.tracking:
                 present = [self._records[internal][0] for internal in old]
                 if entry.op == "upsert":  # replaced keys stay; only the others are new
