@@ -140,12 +140,15 @@ class ManagedServer:
         )
         if credentials is None and settings.tls_cert_file:
             credentials = server_credentials(settings)
-        if credentials is None:
-            self.port = self.server.add_insecure_port(address)
-        else:
-            self.port = self.server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                self.port = self.server.add_secure_port(address, credentials)
+        except RuntimeError:  # grpcio raises where it used to return 0
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"could not bind {address}")
+            raise OSError(f"cannot listen on {address}: another process may hold the port, or the host is not this one")
 
     @property
     def ready(self) -> bool:

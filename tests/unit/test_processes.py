@@ -3,6 +3,7 @@ SIGTERM within the grace period, and refuses a bad setting naming the variable."
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -80,6 +81,29 @@ def test_bad_setting_fails_at_start_naming_the_variable(module: str, variable: s
     )
     assert result.returncode == 2, result.stderr
     assert variable in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_taken_port_fails_at_start_saying_so(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        address = f"127.0.0.1:{holder.getsockname()[1]}"
+        result = subprocess.run(
+            [sys.executable, "-m", "services.blob"],
+            env={
+                "PATH": "/usr/bin:/bin",
+                "PYTHONPATH": str(REPO_ROOT),
+                "STRATA_BLOB_LISTEN": address,
+                "STRATA_DATA_DIR": str(tmp_path),
+            },
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on {address}" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
 
 
