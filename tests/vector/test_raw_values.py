@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 
 from services.vector.backends import faiss_snapshot as snapshots
 from services.vector.backends import faiss_storage as storage
-from services.vector.backends.faiss_index import FaissIndex
+from services.vector.backends.faiss_index import FaissIndex, SearchRequest
 from services.vector.backends.faiss_raw import CHUNK_BYTES, COMPACT_MIN_ROWS, FIRST_CAPACITY, RawValues
 from services.vector.model import IndexSpec, Metric, VectorBatch, keys_in
 from strata.vector.v1 import vector_pb2 as pb
@@ -144,3 +146,65 @@ def test_growing_adds_chunks_and_never_moves_the_rows_already_held() -> None:
     assert np.array_equal(RawValues.gather(raw.capture(), wanted), values[wanted])
     for internal in wanted:
         assert np.array_equal(raw.get(internal), values[internal])
+
+
+def test_readers_get_exact_values_while_vectors_churn_compact_and_snapshot(tmp_path: Path) -> None:
+    """Every value a reader gets belongs to the metadata it came with, while rows are replaced,
+    chunks compacted and snapshots taken from other threads; a restart reads the last round."""
+    spec = IndexSpec("docs", DIMS, Metric.COSINE)
+    index = FaissIndex(spec, tmp_path)
+    index.load()
+    count, rounds = 300, 40  # 12,000 rows written for 300 keys: compaction runs several times
+    keys = keys_in("", [f"v{i}" for i in range(count)])
+
+    def values(round_: int) -> np.ndarray:
+        i = np.arange(count, dtype=np.float32)
+        return np.stack([np.full(count, round_ + 1.0), i + 1, (i * round_) % 7 + 1, i % 3 + 1], axis=1).astype(
+            np.float32
+        )
+
+    def expected(metadata: dict[str, int]) -> np.ndarray:
+        return values(metadata["r"])[metadata["i"]]
+
+    def write(round_: int) -> None:
+        metadata = [{"r": round_, "i": i} for i in range(count)]
+        index.write(VectorBatch(keys, values(round_), metadata, [json.dumps(m) for m in metadata]), True)
+
+    write(0)
+    done = threading.Event()
+    errors: list[str] = []
+
+    def read(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        while not done.is_set():
+            for record in index.get_keys([keys[i] for i in rng.integers(0, count, 20)]):
+                if not np.array_equal(record.values, expected(record.metadata)):
+                    errors.append(f"get {record.key}: {record.values} for {record.metadata}")
+            query = SearchRequest(values(0)[int(rng.integers(0, count))], 5, True, True)
+            for match in index.search_many([query])[0]:
+                if not np.array_equal(match.values, expected(match.metadata)):
+                    errors.append(f"query {match.key}: {match.values} for {match.metadata}")
+
+    def snapshot() -> None:
+        while not done.is_set():
+            index.snapshot()
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=read, args=(seed,)) for seed in (1, 2)] + [threading.Thread(target=snapshot)]
+    for thread in threads:
+        thread.start()
+    try:
+        for round_ in range(1, rounds):
+            write(round_)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors[:3]
+    index.close()
+    reopened = FaissIndex(spec, tmp_path)
+    reopened.load()
+    got = reopened.get_keys(keys)
+    assert np.array_equal(np.stack([record.values for record in got]), values(rounds - 1))
+    assert [record.metadata for record in got] == [{"r": rounds - 1, "i": i} for i in range(count)]
+    reopened.close()
