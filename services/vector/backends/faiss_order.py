@@ -2,9 +2,10 @@
 
 Keys ((namespace, id) tuples, as `faiss_records` stores them) sort in the contract's byte order
 by their natural order: Python orders str by code point, the order of their UTF-8 bytes. The
-sorted list is built on the first page anyone asks for and then kept: writes only note the keys they add and remove,
-and the next page folds those in (a sort of the added keys, a linear merge and a filter). So
-paging through an index while it is written to does not sort the whole index for every page.
+sorted list is built on the first page anyone asks for and then kept: writes only note the keys
+they add and remove, and the next page folds those in (a sort of the added keys, a linear merge
+and a filter). So paging through an index while it is written to does not sort the whole index
+for every page.
 """
 
 from __future__ import annotations

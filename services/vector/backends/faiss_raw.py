@@ -84,7 +84,6 @@ class RawValues:
         self._chunk_rows = max(FIRST_CAPACITY, CHUNK_BYTES // (4 * dimensions))
         self._chunks: list[np.ndarray] = []
         self._starts: list[int] = []  # first row of each chunk
-        self._capacity = 0  # rows the chunks hold
         self._ids = np.empty(0, dtype=np.int64)  # internal id of each row, increasing
         self._live = np.empty(0, dtype=bool)  # False once forgotten
         self._used = 0  # rows written so far (live or forgotten)
@@ -100,6 +99,10 @@ class RawValues:
         chunk = bisect.bisect_right(self._starts, row) - 1
         return self._chunks[chunk][row - self._starts[chunk]]
 
+    def _capacity(self) -> int:
+        """Rows the chunks hold."""
+        return self._starts[-1] + len(self._chunks[-1]) if self._chunks else 0
+
     def reserve(self, count: int) -> None:
         """Room for `count` more rows. The caller holds the index's writer lock but need not
         hold readers off: rows stay where they are (new chunks; ids copied to bigger arrays)."""
@@ -111,11 +114,10 @@ class RawValues:
             ids[: self._used] = self._ids[: self._used]
             live[: self._used] = self._live[: self._used]
             self._ids, self._live = ids, live
-        while self._capacity < need:
-            rows = min(self._chunk_rows, max(FIRST_CAPACITY, self._capacity, need - self._capacity))
+        while (capacity := self._capacity()) < need:
+            rows = min(self._chunk_rows, max(FIRST_CAPACITY, capacity, need - capacity))
             self._chunks.append(np.empty((rows, self._dimensions), np.float32))
-            self._starts.append(self._capacity)
-            self._capacity += rows
+            self._starts.append(capacity)
 
     def add(self, internals: list[int], values: np.ndarray) -> None:
         """Append rows (after `reserve`), with readers held off. Ids must be greater than any
@@ -155,7 +157,7 @@ class RawValues:
             rows = keep[first : first + self._chunk_rows]
             fresh.add(self._ids[rows].tolist(), _take(self._chunks, self._starts, rows))
         with exclusive():
-            self._chunks, self._starts, self._capacity = fresh._chunks, fresh._starts, fresh._capacity
+            self._chunks, self._starts = fresh._chunks, fresh._starts
             self._ids, self._live, self._used = fresh._ids, fresh._live, fresh._used
         return True
 
