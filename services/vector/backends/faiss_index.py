@@ -38,7 +38,7 @@ from services.vector import filters
 from services.vector.backends import faiss_snapshot as snapshots
 from services.vector.backends import faiss_storage as storage
 from services.vector.backends.faiss_locks import ReadWriteLock
-from services.vector.backends.faiss_memory import HugePages
+from services.vector.backends.faiss_memory import Capacity, HugePages
 from services.vector.backends.faiss_order import KeyOrder
 from services.vector.backends.faiss_postings import Postings
 from services.vector.backends.faiss_raw import RawValues
@@ -84,7 +84,9 @@ class SearchRequest:
     include_metadata: bool
 
 
-_Plan = Callable[["_Pending", int], tuple[storage.LogEntry, WriteResult]]
+# A write's plan: its log entry and result given what it sees, and for an upsert the entry's
+# values as FAISS takes them when the writer prepared them before queueing (None: prepare them).
+_Plan = Callable[["_Pending", int], tuple[storage.LogEntry, WriteResult, Vector32 | None]]
 
 
 class _Ticket:
@@ -177,6 +179,7 @@ class FaissIndex:
         self._rw = ReadWriteLock()
         self._index = _new_faiss_index(spec)
         self._huge_pages = HugePages(huge_pages)  # touched only by the thread holding `_applier` (or loading)
+        self._capacity = Capacity()  # likewise
         self._records: dict[int, Record] = {}  # see `faiss_records`
         # Cosine: the caller's values (FAISS holds them normalised); other metrics read FAISS.
         self._raw = RawValues(spec.dimensions) if spec.metric is Metric.COSINE else None
@@ -261,14 +264,18 @@ class FaissIndex:
     # ---- writes ----------------------------------------------------------------------
 
     def write(self, batch: VectorBatch, replace: bool) -> WriteResult:
-        def plan(pending: _Pending, mutation_id: int) -> tuple[storage.LogEntry, WriteResult]:
+        # Normalising (a copy of the batch) happens here, in the caller's thread, not in the
+        # group commit that every write queues for.
+        prepared = self._prepare(batch.values)
+
+        def plan(pending: _Pending, mutation_id: int) -> tuple[storage.LogEntry, WriteResult, Vector32 | None]:
             skipped = [] if replace else [key for key in batch.keys if pending.exists(key)]
             if not skipped:  # every vector is written: the batch's own lists, no copies
                 pending.changes.update(zip(batch.keys, batch.metadata, strict=True))
                 entry = storage.LogEntry(
                     mutation_id, "upsert", batch.keys, batch.values, batch.metadata, batch.metadata_json
                 )
-                return entry, WriteResult(mutation_id, len(batch.keys), [])
+                return entry, WriteResult(mutation_id, len(batch.keys), []), prepared
             keep = [i for i, key in enumerate(batch.keys) if not pending.exists(key)]
             for i in keep:
                 pending.changes[batch.keys[i]] = batch.metadata[i]
@@ -280,21 +287,21 @@ class FaissIndex:
                 [batch.metadata[i] for i in keep],
                 [batch.metadata_json[i] for i in keep],
             )
-            return entry, WriteResult(mutation_id, len(keep), skipped)
+            return entry, WriteResult(mutation_id, len(keep), skipped), prepared[keep]
 
         return self._submit(plan)
 
     def delete_keys(self, keys: list[VectorKey]) -> WriteResult:
-        def plan(pending: _Pending, mutation_id: int) -> tuple[storage.LogEntry, WriteResult]:
+        def plan(pending: _Pending, mutation_id: int) -> tuple[storage.LogEntry, WriteResult, None]:
             present = [key for key in dict.fromkeys(keys) if pending.exists(key)]
             for key in present:
                 pending.changes[key] = None
-            return storage.LogEntry(mutation_id, "delete", present), WriteResult(mutation_id, len(present))
+            return storage.LogEntry(mutation_id, "delete", present), WriteResult(mutation_id, len(present)), None
 
         return self._submit(plan)
 
     def delete_matching(self, where: Filter, namespace: str | None) -> WriteResult:
-        def plan(pending: _Pending, mutation_id: int) -> tuple[storage.LogEntry, WriteResult]:
+        def plan(pending: _Pending, mutation_id: int) -> tuple[storage.LogEntry, WriteResult, None]:
             # Once the applying group is done, nothing mutates but this thread, so reading the
             # maps without `_rw` is consistent.
             self._settle()
@@ -306,7 +313,7 @@ class FaissIndex:
             keys = list(map(make_key, sorted(found)))
             for key in keys:
                 pending.changes[key] = None
-            return storage.LogEntry(mutation_id, "delete", keys), WriteResult(mutation_id, len(keys))
+            return storage.LogEntry(mutation_id, "delete", keys), WriteResult(mutation_id, len(keys)), None
 
         return self._submit(plan)
 
@@ -382,12 +389,11 @@ class FaissIndex:
         for ticket in group:
             try:
                 self._live()
-                entry, ticket.result = ticket.plan(pending, mutation_id + 1)
+                entry, ticket.result, vectors = ticket.plan(pending, mutation_id + 1)
             except StrataError as exc:
                 ticket.error = exc
                 continue
             mutation_id += 1
-            vectors = None if entry.values is None or not entry.keys else self._prepare(entry.values)
             planned.append(_Planned(ticket, entry, vectors))
         if planned:
             self._log.append([item.entry for item in planned], time.monotonic())
@@ -436,8 +442,10 @@ class FaissIndex:
             if vectors is None:
                 vectors = self._prepare(entry.values)
         single_threaded()
-        if self._raw is not None and new_ids is not None:
-            self._raw.reserve(len(new_ids))  # any copying happens here, before readers are held off
+        if new_ids is not None:  # any copying happens here, before readers are held off
+            self._capacity.reserve(self._index, len(new_ids), self._rw.write)
+            if self._raw is not None:
+                self._raw.reserve(len(new_ids))
         added = False
         if new_ids is not None and self.spec.index_type is IndexType.HNSW and len(new_ids) > HNSW_ADD_CHUNK:
             # HNSW inserts cost ~0.5 ms each: add in chunks, letting searches in between. The

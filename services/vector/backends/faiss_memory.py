@@ -1,4 +1,16 @@
-"""Backing a FAISS index's stored vectors with transparent huge pages.
+"""The memory behind a FAISS index's stored vectors: growing it outside the exclusive lock, and
+backing it with transparent huge pages.
+
+Growth (`Capacity`). FAISS keeps an index's vectors in one std::vector that doubles as it fills:
+the add that crosses its capacity copies every stored vector, and an add runs under the index's
+exclusive lock, so every query waited for that copy (measured here on 384 dimensions: 200 ms at
+256k vectors, 430 ms at 512k, about a second at 1M). `Capacity.reserve` grows the storage itself
+before an add that would not fit: it fills a buffer twice the size and copies the vectors into it
+while queries go on reading the current one (FAISS lets go of the GIL for both), and the
+exclusive section only swaps the two buffers. The price is that the new buffer's free half is
+touched at once rather than as vectors arrive.
+
+Huge pages (`HugePages`).
 
 An exact (flat) search reads every stored vector for every query, and HNSW hops across them
 at random: with 4 KiB pages a 150 MB index costs tens of thousands of TLB misses per scan.
@@ -13,6 +25,8 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import faiss
@@ -40,16 +54,54 @@ def _madvise() -> Any:
 _MADVISE = _madvise()
 
 
+def _storage(index: Any) -> Any:
+    """The flat index holding the vectors of an IndexIDMap2 over a flat or HNSW-flat index."""
+    inner = faiss.downcast_index(index.index)
+    return faiss.downcast_index(inner.storage) if hasattr(inner, "storage") else inner
+
+
 def _stored_vectors(index: Any) -> tuple[int, int] | None:
     """(address, bytes) of the vectors an IndexIDMap2 over a flat or HNSW-flat index holds."""
-    inner = faiss.downcast_index(index.index)
-    storage = faiss.downcast_index(inner.storage) if hasattr(inner, "storage") else inner
-    codes = getattr(storage, "codes", None)
+    codes = getattr(_storage(index), "codes", None)
     if codes is None or codes.size() == 0:
         return None
     size = codes.size()
     address = int(faiss.rev_swig_ptr(codes.data(), size).ctypes.data)
     return address, size
+
+
+class Capacity:
+    """Grows one index's vector storage ahead of its adds (see the module docstring). Used by the
+    one thread that adds to the index."""
+
+    def __init__(self) -> None:
+        self._address = 0  # the buffer this object made last, and its capacity in bytes
+        self._bytes = 0
+
+    def reserve(self, index: Any, rows: int, exclusive: Callable[[], AbstractContextManager[Any]]) -> None:
+        """Make room for `rows` more vectors, taking `exclusive()` only to swap buffers."""
+        storage = _storage(index)
+        codes = getattr(storage, "codes", None)
+        if rows <= 0 or codes is None or not codes.is_owned:
+            return
+        size = codes.size()
+        address = int(codes.data()) if size else 0
+        # A buffer FAISS made itself (a new, loaded or compacted index) is as full as its size says.
+        capacity = self._bytes if address and address == self._address else size
+        need = size + rows * storage.code_size
+        if need <= capacity:
+            return
+        capacity = max(need, 2 * size)
+        grown = faiss.UInt8Vector()
+        grown.resize(capacity)
+        if size:
+            faiss.memcpy(grown.data(), codes.data(), size)
+        grown.resize(size)  # shrinking keeps the capacity
+        with exclusive():
+            codes.owned_data.swap(grown)
+            codes.resize(size)  # points FAISS at the new buffer
+        self._address, self._bytes = int(codes.data()), capacity
+        # `grown` now holds the old buffer, freed on return, outside the lock.
 
 
 class HugePages:

@@ -1,0 +1,117 @@
+"""An index's vector storage grows outside the exclusive lock: queries never wait for FAISS to
+copy every stored vector into a bigger buffer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pytest
+
+from services.vector.backends.faiss_index import FaissIndex, SearchRequest
+from services.vector.backends.faiss_memory import Capacity, _stored_vectors
+from services.vector.model import HnswParams, IndexSpec, IndexType, Metric, VectorBatch, keys_in
+
+DIMS = 16
+
+
+class Exclusive:
+    """A stand-in for the index's exclusive lock that counts how often it is taken."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        self.taken += 1
+        yield
+
+
+def _address(index: Any) -> int:
+    region = _stored_vectors(index)
+    return 0 if region is None else region[0]
+
+
+def test_reserve_doubles_the_storage_once_and_later_adds_fit_without_moving_it() -> None:
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIMS))
+    rng = np.random.default_rng(1)
+    first = rng.random((100, DIMS), dtype=np.float32)
+    index.add_with_ids(first, np.arange(100))
+    capacity, exclusive = Capacity(), Exclusive()
+
+    capacity.reserve(index, 50, exclusive)  # 150 rows needed: grows to 200 (twice the 100 held)
+    assert exclusive.taken == 1
+    grown = _address(index)
+    for start in range(100, 200, 25):  # fills the reserved room: FAISS never reallocates
+        capacity.reserve(index, 25, exclusive)
+        index.add_with_ids(rng.random((25, DIMS), dtype=np.float32), np.arange(start, start + 25))
+        assert _address(index) == grown
+    assert exclusive.taken == 1
+
+    capacity.reserve(index, 1, exclusive)  # full: grows again
+    assert exclusive.taken == 2 and _address(index) != grown
+    # The vectors held before every move are intact.
+    assert np.array_equal(index.reconstruct_batch(np.arange(100)), first)
+    assert index.ntotal == 200
+
+
+def test_reserve_leaves_a_storage_faiss_made_alone_until_it_must_grow() -> None:
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIMS))
+    capacity, exclusive = Capacity(), Exclusive()
+    capacity.reserve(index, 0, exclusive)
+    assert exclusive.taken == 0
+    capacity.reserve(index, 10, exclusive)  # an empty index: room for exactly the first batch
+    assert exclusive.taken == 1
+    index.add_with_ids(np.ones((10, DIMS), np.float32), np.arange(10))
+    assert index.ntotal == 10 and np.array_equal(index.reconstruct(3), np.ones(DIMS, np.float32))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        IndexSpec("flat", DIMS, Metric.COSINE),
+        IndexSpec("dot", DIMS, Metric.DOT_PRODUCT),
+        IndexSpec("graph", DIMS, Metric.COSINE, IndexType.HNSW, HnswParams(m=8, ef_construction=40, ef_search=64)),
+    ],
+    ids=lambda spec: spec.name,
+)
+def test_faiss_never_grows_the_storage_itself_while_readers_are_held_off(
+    tmp_path: Path, spec: IndexSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every add runs under the exclusive lock; none may move (copy) the storage: the index grew it
+    beforehand, taking the lock only to swap buffers."""
+    index = FaissIndex(spec, tmp_path)
+    index.load()
+    add = faiss.IndexIDMap2.add_with_ids
+    moved_by_add: list[tuple[int, int]] = []
+
+    def watched_add(self: Any, *args: Any) -> Any:
+        before = _address(self)
+        try:
+            return add(self, *args)
+        finally:
+            if before and _address(self) != before:
+                moved_by_add.append((before, _address(self)))
+
+    monkeypatch.setattr(faiss.IndexIDMap2, "add_with_ids", watched_add)
+    rng = np.random.default_rng(3)
+    written: dict[str, np.ndarray] = {}
+    for size in (1, 7, 100, 250, 1_000, 1_500):  # grows the storage several times
+        for _ in range(2):
+            keys = keys_in("", [f"v{len(written) + i}" for i in range(size)])
+            values = rng.random((size, DIMS), dtype=np.float32) + 0.01
+            index.write(VectorBatch(keys, values, [{}] * size, ["{}"] * size), True)
+            written.update(zip((key.id for key in keys), values, strict=True))
+    assert moved_by_add == []
+    assert index.info().vector_count == len(written)
+    # Vectors written before each move read back, and are found, as written.
+    for vid in ("v0", "v1", "v8", "v300", "v2000", f"v{len(written) - 1}"):
+        [record] = index.get_keys(keys_in("", [vid]))
+        assert np.allclose(record.values, written[vid], rtol=1e-6)
+        if spec.metric is Metric.COSINE:
+            assert index.search_many([SearchRequest(written[vid], 1, False, False)])[0][0].key.id == vid
+    index.close()
