@@ -18,6 +18,9 @@ in this process with the same settings (one OpenMP thread).
 - Filtered query latency (10% selectivity) vs unfiltered, both through gRPC.
 - HNSW recall@10 against exact search, and its latency.
 - Restart time with 100k vectors in the snapshot and a 10k-entry log.
+- Query latency while a second 100k loads into an index holding 100k, crossing a doubling of
+  FAISS's storage, beside raw FAISS's longest add (the copy a search under one lock waits for):
+  the service grows the storage outside its exclusive lock.
 - Single-vector upsert latency while snapshots of the whole index are taken (about one a second):
   a snapshot holds writes only while it captures the index, not while it writes the file.
 
@@ -34,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -276,6 +280,53 @@ def upsert_again(stub: Any, channel: grpc.Channel, name: str, data: np.ndarray) 
     raw_seconds += raw_add_seconds(raw, data, half, n)
     stub.DeleteIndex(pb.DeleteIndexRequest(name=name))
     return raw_seconds, ours_seconds
+
+
+def raw_longest_add(data: np.ndarray) -> float:
+    """Seconds of the longest batch when raw FAISS takes `data` twice over (ids 0..2n): the add that
+    doubles FAISS's storage copies every vector, and a search needing the index waits for it."""
+    raw = faiss.IndexIDMap2(faiss.IndexFlatIP(DIMS))
+    longest = 0.0
+    for first in range(0, 2 * len(data), BATCH):
+        chunk = np.array(data[first % len(data) : first % len(data) + BATCH])
+        faiss.normalize_L2(chunk)
+        started = time.perf_counter()
+        raw.add_with_ids(chunk, np.arange(first, first + len(chunk), dtype=np.int64))
+        longest = max(longest, time.perf_counter() - started)
+    return longest
+
+
+def queries_during_load(
+    address: str, stub: Any, channel: grpc.Channel, data: np.ndarray, queries: np.ndarray
+) -> list[float]:
+    """Seconds each query took (one client on its own connection) while a second copy of `data`
+    loads into an index already holding the first: the load crosses a doubling of the storage."""
+    stub.CreateIndex(pb.CreateIndexRequest(name="ingest", dimensions=DIMS, metric=pb.METRIC_COSINE))
+    send_upserts(channel, upsert_requests("ingest", data))
+    requests = [pb.QueryRequest(index_name="ingest", vector=q.tolist(), top_k=10) for q in queries]
+    latencies: list[float] = []
+    loading = True
+
+    def query_loop() -> None:
+        with grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as own:
+            query = vector_pb2_grpc.VectorServiceStub(own).Query
+            query(requests[0])
+            i = 0
+            while loading:
+                started = time.perf_counter()
+                query(requests[i % len(requests)])
+                latencies.append(time.perf_counter() - started)
+                i += 1
+
+    thread = threading.Thread(target=query_loop)
+    thread.start()
+    try:
+        send_upserts(channel, upsert_requests("ingest", data, start_id=len(data)))
+    finally:
+        loading = False
+        thread.join()
+    stub.DeleteIndex(pb.DeleteIndexRequest(name="ingest"))
+    return latencies
 
 
 def _median_pair(pairs: list[tuple[float, float]]) -> tuple[float, float]:
@@ -524,6 +575,15 @@ def main() -> None:
                 report.replace(sink_line, *sink_row(median_ours))
                 if huge_line is not None and huge_seconds is not None:
                     report.replace(huge_line, *huge_row(median_ours, huge_seconds))
+
+                during_load = queries_during_load(address, stub, channel, data, queries)
+                report.add(
+                    f"query p50 / p99 / max while {n:,} more vectors load into {n:,} (ms)",
+                    " / ".join(f"{percentile(during_load, q) * 1000:.1f}" for q in (0.5, 0.99, 1.0)),
+                    f"{raw_longest_add(data) * 1000:.1f} (longest add)",
+                    "",
+                    f"({len(during_load)} queries; a search under one lock waits out FAISS doubling its storage)",
+                )
         finally:
             server.terminate(120)  # a clean stop snapshots the index
 
