@@ -12,8 +12,9 @@ import faiss
 import numpy as np
 import pytest
 
+from services.vector.backends import faiss_memory
 from services.vector.backends.faiss_index import FaissIndex, SearchRequest
-from services.vector.backends.faiss_memory import Capacity, _stored_vectors
+from services.vector.backends.faiss_memory import OUTSIDE_LOCK_FROM, Capacity, _stored_vectors
 from services.vector.model import HnswParams, IndexSpec, IndexType, Metric, VectorBatch, keys_in
 
 DIMS = 16
@@ -36,6 +37,30 @@ def _address(index: Any) -> int:
     return 0 if region is None else region[0]
 
 
+@pytest.fixture
+def any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grow storages of any size outside the lock (the tests' indexes are small)."""
+    monkeypatch.setattr(faiss_memory, "OUTSIDE_LOCK_FROM", 0)
+
+
+def test_only_storages_past_the_threshold_grow_outside_the_lock() -> None:
+    dims = 4096  # 16 KiB a vector: the threshold is a few thousand vectors
+    rows = OUTSIDE_LOCK_FROM // (4 * dims)
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(dims))
+    block = np.ones((rows - 1, dims), np.float32)
+    index.add_with_ids(block, np.arange(rows - 1))  # one add: a storage with no room left
+    capacity, exclusive = Capacity(), Exclusive()
+    capacity.reserve(index, 10, exclusive)  # just under the threshold: FAISS copies it itself
+    assert exclusive.taken == 0
+    index.add_with_ids(block[:10], np.arange(rows - 1, rows + 9))  # FAISS doubles it
+    capacity.reserve(index, 1_000, exclusive)  # past the threshold, but FAISS's doubling left room
+    assert exclusive.taken == 0
+    Capacity().reserve(index, 20, exclusive)  # seen afresh, as after a restart: grown here
+    assert exclusive.taken == 1
+    assert np.array_equal(index.reconstruct(rows + 8), block[0])
+
+
+@pytest.mark.usefixtures("any_size")
 def test_reserve_doubles_the_storage_once_and_later_adds_fit_without_moving_it() -> None:
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIMS))
     rng = np.random.default_rng(1)
@@ -59,6 +84,7 @@ def test_reserve_doubles_the_storage_once_and_later_adds_fit_without_moving_it()
     assert index.ntotal == 200
 
 
+@pytest.mark.usefixtures("any_size")
 def test_reserve_leaves_a_storage_faiss_made_alone_until_it_must_grow() -> None:
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIMS))
     capacity, exclusive = Capacity(), Exclusive()
@@ -79,6 +105,7 @@ def test_reserve_leaves_a_storage_faiss_made_alone_until_it_must_grow() -> None:
     ],
     ids=lambda spec: spec.name,
 )
+@pytest.mark.usefixtures("any_size")
 def test_faiss_never_grows_the_storage_itself_while_readers_are_held_off(
     tmp_path: Path, spec: IndexSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:

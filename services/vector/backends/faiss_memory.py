@@ -4,12 +4,14 @@ backing it with transparent huge pages.
 Growth (`Capacity`). FAISS keeps an index's vectors in one std::vector that doubles as it fills:
 the add that crosses its capacity copies every stored vector, and an add runs under the index's
 exclusive lock, so every query waited for that copy (measured here on 384 dimensions: 200 ms at
-256k vectors, 430 ms at 512k, about a second at 1M). `Capacity.reserve` grows the storage itself
-before an add that would not fit: it copies the vectors into a vector with twice the room (its
-free half untouched until used, as FAISS's own growth leaves it) while queries go on reading the
-current one (FAISS lets go of the GIL for the copies), and the exclusive section only swaps the
-two. The price: the copy passes through a temporary buffer of the storage's size, so while it
-runs the storage takes three times its size, not two.
+256k vectors, 430 ms at 512k, about a second at 1M). Once the storage passes OUTSIDE_LOCK_FROM,
+`Capacity.reserve` grows it before an add that would not fit: it copies the vectors into a
+vector with twice the room (the room untouched until used, as FAISS's own growth leaves it)
+while queries go on reading the current one (FAISS lets go of the GIL for the copies), and the
+exclusive section only swaps the two. The copy passes through a temporary buffer of the
+storage's size (the SWIG vector has no reserve), so it costs one more pass over fresh memory
+than FAISS's growth, and while it runs the storage takes three times its size, not two: below
+the threshold FAISS's own copy is short enough to keep.
 
 Huge pages (`HugePages`).
 
@@ -71,13 +73,30 @@ def _stored_vectors(index: Any) -> tuple[int, int] | None:
     return address, size
 
 
+# Smaller storages grow the FAISS way: an add copies them under the lock, which takes up to about
+# a tenth of a second here; going through a spare copy would cost more. Larger ones grow here.
+OUTSIDE_LOCK_FROM = 128 * 1024 * 1024
+
+
 class Capacity:
     """Grows one index's vector storage ahead of its adds (see the module docstring). Used by the
-    one thread that adds to the index."""
+    one thread that adds to the index, before each add."""
 
     def __init__(self) -> None:
-        self._address = 0  # the buffer this object made last, and its capacity in bytes
+        # What the last call saw: the index, its buffer and that buffer's size and capacity (bytes).
+        self._index = 0
+        self._address = 0
+        self._size = 0
         self._bytes = 0
+
+    def _capacity(self, index: int, address: int, size: int) -> int:
+        """The buffer's capacity, as far as known: FAISS's own std::vector grows as libstdc++'s
+        does (to twice its size, or to what one add needs when that is more)."""
+        if address == self._address and index == self._index:
+            return self._bytes  # unchanged since the last call
+        if index == self._index and self._address and address:
+            return max(2 * self._size, size)  # the add since then reallocated it
+        return size  # a new, loaded or compacted index: as full as its size says
 
     def reserve(self, index: Any, rows: int, exclusive: Callable[[], AbstractContextManager[Any]]) -> None:
         """Make room for `rows` more vectors, taking `exclusive()` only to swap buffers."""
@@ -87,25 +106,23 @@ class Capacity:
             return
         size = codes.size()
         address = int(codes.data()) if size else 0
-        # A buffer FAISS made itself (a new, loaded or compacted index) is as full as its size says.
-        capacity = self._bytes if address and address == self._address else size
+        capacity = self._capacity(int(index.this), address, size)
         need = size + rows * storage.code_size
-        if need <= capacity:
-            return
-        # The SWIG std::vector has no reserve: fill one of the current size, then let it reallocate
-        # (libstdc++ doubles it, copying the vectors and leaving the new room untouched).
-        grown = faiss.UInt8Vector()
-        grown.resize(size)
-        if size:
+        if need > capacity and size >= OUTSIDE_LOCK_FROM:
+            # The SWIG std::vector has no reserve: fill one of the current size, then let it
+            # reallocate (libstdc++ doubles it, copying the vectors, the new room untouched).
+            grown = faiss.UInt8Vector()
+            grown.resize(size)
             faiss.memcpy(grown.data(), codes.data(), size)
-        grown.resize(need)
-        capacity = max(need, 2 * size)
-        grown.resize(size)  # shrinking keeps the capacity
-        with exclusive():
-            codes.owned_data.swap(grown)
-            codes.resize(size)  # points FAISS at the new buffer
-        self._address, self._bytes = int(codes.data()), capacity
-        # `grown` now holds the old buffer, freed on return, outside the lock.
+            grown.resize(need)
+            capacity = max(need, 2 * size)
+            grown.resize(size)  # shrinking keeps the capacity
+            with exclusive():
+                codes.owned_data.swap(grown)
+                codes.resize(size)  # points FAISS at the new buffer
+            address = int(codes.data())
+            del grown  # the old buffer, freed here, outside the lock
+        self._index, self._address, self._size, self._bytes = int(index.this), address, size, capacity
 
 
 class HugePages:
