@@ -1,5 +1,5 @@
-"""An index's vector storage grows outside the exclusive lock: queries never wait for FAISS to
-copy every stored vector into a bigger buffer."""
+"""An index's vector storage, once past OUTSIDE_LOCK_FROM, grows outside the exclusive lock:
+queries do not wait for FAISS to copy every stored vector into a bigger buffer."""
 
 from __future__ import annotations
 
