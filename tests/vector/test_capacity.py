@@ -4,6 +4,8 @@ queries do not wait for FAISS to copy every stored vector into a bigger buffer."
 from __future__ import annotations
 
 import contextlib
+import mmap
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,3 +144,59 @@ def test_faiss_never_grows_the_storage_itself_while_readers_are_held_off(
         if spec.metric is Metric.COSINE:
             assert index.search_many([SearchRequest(written[vid], 1, False, False)])[0][0].key.id == vid
     index.close()
+
+
+def _resident_bytes(address: int) -> int:
+    """Rss of the mapping holding `address`."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            low, high = (int(x, 16) for x in head.split("-"))
+            inside = low <= address < high
+        elif inside and line.startswith("Rss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _populating_done() -> None:
+    if faiss_memory._populating is not None:
+        faiss_memory._populating.submit(lambda: None).result()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_POPULATE_WRITE is Linux's")
+def test_populate_later_faults_pages_in_without_changing_them() -> None:
+    size = 32 * 1024 * 1024
+    region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    view = np.frombuffer(region, dtype=np.uint8)
+    address = view.ctypes.data
+    view[:4096] = 7  # one page already written: populating must keep it
+    assert _resident_bytes(address) < size // 2
+    faiss_memory.populate_later(address, size)
+    _populating_done()
+    if not faiss_memory._populate_works:
+        pytest.skip("this kernel has no MADV_POPULATE_WRITE (Linux 5.14+)")
+    assert _resident_bytes(address) >= size
+    assert view[:4096].tolist() == [7] * 4096 and not view[4096:].any()
+    del view
+    region.close()
+
+
+@pytest.mark.usefixtures("any_size")
+def test_reserve_populates_the_room_ahead_of_the_adds_and_never_past_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    populated: list[tuple[int, int]] = []
+    monkeypatch.setattr(faiss_memory, "populate_later", lambda address, length: populated.append((address, length)))
+    monkeypatch.setattr(faiss_memory, "POPULATE_AHEAD", 64 * 4 * DIMS)  # 64 vectors ahead
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIMS))
+    capacity, exclusive = Capacity(), Exclusive()
+    rng = np.random.default_rng(4)
+    for start in range(0, 1_000, 10):
+        before = len(populated)
+        capacity.reserve(index, 10, exclusive)
+        region = _stored_vectors(index)
+        for address, length in populated[before:]:  # asked for by this call
+            if region is not None:
+                assert region[0] + (start + 10) * 4 * DIMS <= address  # after what this add writes
+                assert address + length <= region[0] + capacity._bytes  # never past the room
+        index.add_with_ids(rng.random((10, DIMS), dtype=np.float32), np.arange(start, start + 10))
+    assert sum(length for _, length in populated) >= 500 * 4 * DIMS  # most of the storage went ahead

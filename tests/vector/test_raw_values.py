@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from services.vector.backends import faiss_raw
 from services.vector.backends import faiss_snapshot as snapshots
 from services.vector.backends import faiss_storage as storage
 from services.vector.backends.faiss_index import FaissIndex, SearchRequest
@@ -125,6 +126,26 @@ def test_a_snapshot_listing_records_out_of_id_order_restores_every_value(tmp_pat
     assert np.array_equal(np.stack([record.values for record in got]), values)
     assert [record.metadata for record in got] == [{"i": i} for i in range(50)]
     reopened.close()
+
+
+def test_the_next_full_chunk_is_made_once_the_last_is_half_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    populated: list[tuple[int, int]] = []
+    monkeypatch.setattr(faiss_raw, "populate_later", lambda address, length: populated.append((address, length)))
+    dims = CHUNK_BYTES // (4 * FIRST_CAPACITY)  # full-size chunks of FIRST_CAPACITY rows
+    raw = RawValues(dims)
+    rows = np.random.default_rng(6).standard_normal((1_600, dims)).astype(np.float32)
+    raw.reserve(500)  # the first chunk, under half used: no second yet
+    assert len(raw.capture()[0]) == 1
+    raw.add(list(range(500)), rows[:500])
+    raw.reserve(100)  # past half: the next chunk now, faulted in while the first fills
+    chunks = raw.capture()[0]
+    assert len(chunks) == 2
+    assert populated[-1] == (chunks[1].ctypes.data, chunks[1].nbytes)
+    raw.add(list(range(500, 600)), rows[500:600])
+    raw.reserve(1_000)  # straddles into the early chunk, which is then over half used too
+    raw.add(list(range(600, 1_600)), rows[600:])
+    assert len(raw.capture()[0]) == 3
+    assert np.array_equal(RawValues.gather(raw.capture(), list(range(1_600))), rows)
 
 
 def test_growing_adds_chunks_and_never_moves_the_rows_already_held() -> None:

@@ -7,7 +7,9 @@ search: no per-vector dictionary to fill on every write, or to copy for a snapsh
 a chunk and never copies the rows already held: one array doubled as it filled cost a copy of
 every value at each doubling, with writes waiting (about a second at a million vectors), and
 briefly three times the memory. Chunks start small, so a small index stays small, and stop
-growing at CHUNK_BYTES. A replaced or deleted vector's row is only marked forgotten; once
+growing at CHUNK_BYTES. Once the last full-size chunk is half used the next one is made, and
+faulted in on a background thread (`faiss_memory.populate_later`), so appends do not fault fresh
+memory in while the index holds readers off. A replaced or deleted vector's row is only marked forgotten; once
 forgotten rows outnumber live ones, `compact` copies the live rows into new chunks, so memory
 follows the live vectors however much they churn. (Keeping each vector as a view of the batch it
 came in would pin that whole batch for as long as any one of its vectors lives.)
@@ -24,6 +26,8 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
+
+from services.vector.backends.faiss_memory import populate_later
 
 # Compact once forgotten rows are more than this many and outnumber the live ones.
 COMPACT_MIN_ROWS = 4096
@@ -115,9 +119,15 @@ class RawValues:
             live[: self._used] = self._live[: self._used]
             self._ids, self._live = ids, live
         while (capacity := self._capacity()) < need:
-            rows = min(self._chunk_rows, max(FIRST_CAPACITY, capacity, need - capacity))
-            self._chunks.append(np.empty((rows, self._dimensions), np.float32))
-            self._starts.append(capacity)
+            self._add_chunk(min(self._chunk_rows, max(FIRST_CAPACITY, capacity, need - capacity)))
+        if self._chunks and len(self._chunks[-1]) == self._chunk_rows and capacity - need < self._chunk_rows // 2:
+            self._add_chunk(self._chunk_rows)  # the next full-size chunk early, faulted in meanwhile
+
+    def _add_chunk(self, rows: int) -> None:
+        chunk = np.empty((rows, self._dimensions), np.float32)
+        populate_later(chunk.ctypes.data, chunk.nbytes)
+        self._starts.append(self._capacity())
+        self._chunks.append(chunk)
 
     def add(self, internals: list[int], values: np.ndarray) -> None:
         """Append rows (after `reserve`), with readers held off. Ids must be greater than any
