@@ -67,8 +67,13 @@ _populate_works = True
 
 def _populate(start: int, end: int) -> None:
     global _populate_works
-    if _MADVISE(start, end - start, MADV_POPULATE_WRITE) != 0 and ctypes.get_errno() == errno.EINVAL:
-        _populate_works = False  # a kernel before 5.14: writes fault their pages in as before
+    # A step at a time: the call holds the process's memory map lock while it faults pages in,
+    # and a thread mapping or unmapping memory meanwhile would wait for all of it.
+    for step in range(start, end, HUGE_PAGE):
+        if _MADVISE(step, min(HUGE_PAGE, end - step), MADV_POPULATE_WRITE) != 0:
+            if ctypes.get_errno() == errno.EINVAL:
+                _populate_works = False  # a kernel before 5.14: writes fault their pages in as before
+            return  # or the range was freed meanwhile
 
 
 def populate_later(address: int, length: int) -> None:
