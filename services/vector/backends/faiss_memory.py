@@ -1,5 +1,6 @@
-"""The memory behind a FAISS index's stored vectors: growing it outside the exclusive lock, and
-backing it with transparent huge pages.
+"""The memory behind a FAISS index's stored vectors: growing it outside the exclusive lock,
+faulting it in ahead of the writes (`populate_later`), and backing it with transparent huge
+pages.
 
 Growth (`Capacity`). FAISS keeps an index's vectors in one std::vector that doubles as it fills:
 the add that crosses its capacity copies every stored vector, and an add runs under the index's
