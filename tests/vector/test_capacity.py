@@ -160,8 +160,7 @@ def _resident_bytes(address: int) -> int:
 
 
 def _populating_done() -> None:
-    if faiss_memory._populating is not None:
-        faiss_memory._populating.submit(lambda: None).result()
+    faiss_memory._populating.submit(lambda: None).result()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_POPULATE_WRITE is Linux's")

@@ -29,6 +29,7 @@ import ctypes
 import ctypes.util
 import errno
 import logging
+import mmap
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,10 +60,9 @@ def _madvise() -> Any:
 
 _MADVISE = _madvise()
 MADV_POPULATE_WRITE = 23  # Linux 5.14+
-PAGE = 4096
 # Fresh memory is faulted in this far ahead of the vectors written (see `populate_later`).
 POPULATE_AHEAD = 32 * 1024 * 1024
-_populating: ThreadPoolExecutor | None = None
+_populating = ThreadPoolExecutor(1, thread_name_prefix="vector-populate")  # its thread starts on first use
 _populate_works = True
 
 
@@ -86,13 +86,10 @@ def populate_later(address: int, length: int) -> None:
     index's locks. MADV_POPULATE_WRITE faults the pages in without touching their contents, so
     it is safe beside writers to the same range (or beside a free: it then fails harmlessly),
     and ctypes lets go of the GIL while it runs."""
-    global _populating
     if length <= 0 or _MADVISE is None or not _populate_works:
         return
-    if _populating is None:
-        _populating = ThreadPoolExecutor(1, thread_name_prefix="vector-populate")
-    start = address & ~(PAGE - 1)
-    end = (address + length + PAGE - 1) & ~(PAGE - 1)
+    start = address & ~(mmap.PAGESIZE - 1)
+    end = (address + length + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
     _populating.submit(_populate, start, end)
 
 
@@ -146,7 +143,8 @@ class Capacity:
             return
         size = codes.size()
         address = int(codes.data()) if size else 0
-        capacity = self._capacity(int(index.this), address, size)
+        identity = int(index.this)
+        capacity = self._capacity(identity, address, size)
         need = size + rows * storage.code_size
         if need > capacity and size >= OUTSIDE_LOCK_FROM:
             # The SWIG std::vector has no reserve: fill one of the current size, then let it
@@ -162,9 +160,9 @@ class Capacity:
                 codes.resize(size)  # points FAISS at the new buffer
             address = int(codes.data())
             del grown  # the old buffer, freed here, outside the lock
-        if address != self._address or int(index.this) != self._index:
+        if address != self._address or identity != self._index:
             self._populated = 0  # another buffer
-        self._index, self._address, self._size, self._bytes = int(index.this), address, size, capacity
+        self._index, self._address, self._size, self._bytes = identity, address, size, capacity
         # This add writes up to `need`; fault in the room after it before later adds reach it.
         if address and self._populated < need + POPULATE_AHEAD // 2 and self._populated < capacity:
             start = max(self._populated, need)
