@@ -1,5 +1,5 @@
-"""An index's vector storage, once past OUTSIDE_LOCK_FROM, grows outside the exclusive lock:
-queries do not wait for FAISS to copy every stored vector into a bigger buffer."""
+"""An index's vector storage grows before the add that needs it, in place or by moving its
+pages (`realloc`), not by FAISS copying every stored vector while queries wait."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 from services.vector.backends import faiss_memory
 from services.vector.backends.faiss_index import FaissIndex, SearchRequest
-from services.vector.backends.faiss_memory import OUTSIDE_LOCK_FROM, Capacity, _stored_vectors
+from services.vector.backends.faiss_memory import Capacity, _pointers, _storage, _stored_vectors
 from services.vector.model import HnswParams, IndexSpec, IndexType, Metric, VectorBatch, keys_in
 
 DIMS = 16
@@ -39,30 +39,19 @@ def _address(index: Any) -> int:
     return 0 if region is None else region[0]
 
 
-@pytest.fixture
-def any_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Grow storages of any size outside the lock (the tests' indexes are small)."""
-    monkeypatch.setattr(faiss_memory, "OUTSIDE_LOCK_FROM", 0)
+def _room(index: Any) -> int:
+    """Bytes the storage's buffer holds, used or not."""
+    begin, _, stored = _pointers(_storage(index).codes.owned_data)
+    return int(stored - begin)
 
 
-def test_only_storages_past_the_threshold_grow_outside_the_lock() -> None:
-    dims = 4096  # 16 KiB a vector: the threshold is a few thousand vectors
-    rows = OUTSIDE_LOCK_FROM // (4 * dims)
-    index = faiss.IndexIDMap2(faiss.IndexFlatIP(dims))
-    block = np.ones((rows - 1, dims), np.float32)
-    index.add_with_ids(block, np.arange(rows - 1))  # one add: a storage with no room left
-    capacity, exclusive = Capacity(), Exclusive()
-    capacity.reserve(index, 10, exclusive)  # just under the threshold: FAISS copies it itself
-    assert exclusive.taken == 0
-    index.add_with_ids(block[:10], np.arange(rows - 1, rows + 9))  # FAISS doubles it
-    capacity.reserve(index, 1_000, exclusive)  # past the threshold, but FAISS's doubling left room
-    assert exclusive.taken == 0
-    Capacity().reserve(index, 20, exclusive)  # seen afresh, as after a restart: grown here
-    assert exclusive.taken == 1
-    assert np.array_equal(index.reconstruct(rows + 8), block[0])
+def test_this_faiss_build_lets_the_storage_grow_without_a_copy() -> None:
+    """The FAISS wheel the project installs lays std::vector out as three pointers and allocates
+    with the C library's malloc; were that to change, the storage would quietly grow FAISS's way
+    again, and this says so."""
+    assert faiss_memory._GROWS
 
 
-@pytest.mark.usefixtures("any_size")
 def test_reserve_doubles_the_storage_once_and_later_adds_fit_without_moving_it() -> None:
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIMS))
     rng = np.random.default_rng(1)
@@ -71,7 +60,7 @@ def test_reserve_doubles_the_storage_once_and_later_adds_fit_without_moving_it()
     capacity, exclusive = Capacity(), Exclusive()
 
     capacity.reserve(index, 50, exclusive)  # 150 rows needed: grows to 200 (twice the 100 held)
-    assert exclusive.taken == 1
+    assert exclusive.taken == 1 and _room(index) == 200 * 4 * DIMS
     grown = _address(index)
     for start in range(100, 200, 25):  # fills the reserved room: FAISS never reallocates
         capacity.reserve(index, 25, exclusive)
@@ -80,22 +69,51 @@ def test_reserve_doubles_the_storage_once_and_later_adds_fit_without_moving_it()
     assert exclusive.taken == 1
 
     capacity.reserve(index, 1, exclusive)  # full: grows again
-    assert exclusive.taken == 2 and _address(index) != grown
+    assert exclusive.taken == 2 and _room(index) == 400 * 4 * DIMS
     # The vectors held before every move are intact.
     assert np.array_equal(index.reconstruct_batch(np.arange(100)), first)
     assert index.ntotal == 200
 
 
-@pytest.mark.usefixtures("any_size")
-def test_reserve_leaves_a_storage_faiss_made_alone_until_it_must_grow() -> None:
+def test_an_empty_storage_gets_room_for_exactly_the_first_add() -> None:
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIMS))
     capacity, exclusive = Capacity(), Exclusive()
     capacity.reserve(index, 0, exclusive)
     assert exclusive.taken == 0
-    capacity.reserve(index, 10, exclusive)  # an empty index: room for exactly the first batch
-    assert exclusive.taken == 1
+    capacity.reserve(index, 10, exclusive)
+    assert exclusive.taken == 1 and _room(index) == 10 * 4 * DIMS
     index.add_with_ids(np.ones((10, DIMS), np.float32), np.arange(10))
     assert index.ntotal == 10 and np.array_equal(index.reconstruct(3), np.ones(DIMS, np.float32))
+
+
+def _peak_resident_reset() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+
+
+def _resident(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(field)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self and relies on mremap")
+def test_a_large_storage_grows_without_copying_its_vectors() -> None:
+    """glibc keeps a block this large in a mapping of its own and moves it with mremap: growing
+    a 128 MiB storage never has a second copy of it resident (FAISS's own growth copies all of it
+    into a new buffer, so the peak is the storage twice)."""
+    rows = 128 * 1024 * 1024 // (4 * 4096)
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(4096))
+    index.add_with_ids(np.ones((rows, 4096), np.float32), np.arange(rows))  # one add: no room left
+    assert _room(index) == rows * 4096 * 4
+    _peak_resident_reset()
+    before = _resident("VmRSS")
+    Capacity().reserve(index, 1, Exclusive())
+    assert _room(index) == 2 * rows * 4096 * 4
+    assert _resident("VmHWM") - before < 64 * 1024 * 1024  # the room ahead it faults in, at most 32 MiB
+    index.add_with_ids(np.full((1, 4096), 2, np.float32), np.array([rows]))
+    assert np.array_equal(index.reconstruct(rows - 1), np.ones(4096, np.float32))
+    assert np.array_equal(index.reconstruct(rows), np.full(4096, 2, np.float32))
 
 
 @pytest.mark.parametrize(
@@ -107,12 +125,10 @@ def test_reserve_leaves_a_storage_faiss_made_alone_until_it_must_grow() -> None:
     ],
     ids=lambda spec: spec.name,
 )
-@pytest.mark.usefixtures("any_size")
 def test_faiss_never_grows_the_storage_itself_while_readers_are_held_off(
     tmp_path: Path, spec: IndexSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every add runs under the exclusive lock; none may move (copy) the storage: the index grew it
-    beforehand, taking the lock only to swap buffers."""
+    """No add may move (copy) the storage: the index grew it beforehand."""
     index = FaissIndex(spec, tmp_path)
     index.load()
     add = faiss.IndexIDMap2.add_with_ids
@@ -181,7 +197,6 @@ def test_populate_later_faults_pages_in_without_changing_them() -> None:
     region.close()
 
 
-@pytest.mark.usefixtures("any_size")
 def test_reserve_populates_the_room_ahead_of_the_adds_and_never_past_it(monkeypatch: pytest.MonkeyPatch) -> None:
     populated: list[tuple[int, int]] = []
     monkeypatch.setattr(faiss_memory, "populate_later", lambda address, length: populated.append((address, length)))
@@ -196,6 +211,6 @@ def test_reserve_populates_the_room_ahead_of_the_adds_and_never_past_it(monkeypa
         for address, length in populated[before:]:  # asked for by this call
             if region is not None:
                 assert region[0] + (start + 10) * 4 * DIMS <= address  # after what this add writes
-                assert address + length <= region[0] + capacity._bytes  # never past the room
+                assert address + length <= region[0] + _room(index)  # never past the room
         index.add_with_ids(rng.random((10, DIMS), dtype=np.float32), np.arange(start, start + 10))
     assert sum(length for _, length in populated) >= 500 * 4 * DIMS  # most of the storage went ahead

@@ -1,18 +1,20 @@
-"""The memory behind a FAISS index's stored vectors: growing it outside the exclusive lock,
-faulting it in ahead of the writes (`populate_later`), and backing it with transparent huge
-pages.
+"""The memory behind a FAISS index's stored vectors: growing it without copying it
+(`Capacity`), faulting it in ahead of the writes (`populate_later`), and backing it with
+transparent huge pages.
 
 Growth (`Capacity`). FAISS keeps an index's vectors in one std::vector that doubles as it fills:
-the add that crosses its capacity copies every stored vector, and an add runs under the index's
-exclusive lock, so every query waited for that copy (measured here on 384 dimensions: 200 ms at
-256k vectors, 430 ms at 512k, about a second at 1M). Once the storage passes OUTSIDE_LOCK_FROM,
-`Capacity.reserve` grows it before an add that would not fit: it copies the vectors into a
-vector with twice the room (the room untouched until used, as FAISS's own growth leaves it)
-while queries go on reading the current one (FAISS lets go of the GIL for the copies), and the
-exclusive section only swaps the two. The copy passes through a temporary buffer of the
-storage's size (the SWIG vector has no reserve), so it costs one more pass over fresh memory
-than FAISS's growth, and while it runs the storage takes three times its size, not two: below
-the threshold FAISS's own copy is short enough to keep.
+the add that crosses its capacity copies every stored vector into fresh memory, and an add runs
+under the index's exclusive lock, so every query waited for that copy (measured here on 384
+dimensions: 200 ms at 256k vectors, 430 ms at 512k, about a second at 1M), and a load paid for
+copying and faulting in about as much memory again as it stored. `Capacity.reserve` grows the
+vector before an add that would not fit, to twice its room, by `realloc`: glibc serves a block
+this large from a mapping of its own (unless its heap has that much free) and grows it with
+`mremap`, which moves page tables, not bytes (0.2 ms for 46 MB here); the new room stays
+untouched until used. A block in the heap is copied, under the lock, as FAISS's growth did.
+The SWIG std::vector has no `reserve`, so `Capacity` sets the vector's three pointers (begin,
+end, end of storage) itself, having checked once (`_check_vectors`) that this build of FAISS
+lays a std::vector out that way and frees its buffer with the C library's `free`; where that
+check fails, FAISS grows its vectors itself, copying as before, and nothing is faulted in ahead.
 
 Huge pages (`HugePages`).
 
@@ -109,66 +111,89 @@ def _stored_vectors(index: Any) -> tuple[int, int] | None:
     return address, size
 
 
-# Smaller storages grow the FAISS way: an add copies them under the lock, which takes up to about
-# a tenth of a second here; going through a spare copy would cost more. Larger ones grow here.
-OUTSIDE_LOCK_FROM = 128 * 1024 * 1024
+def _realloc() -> Any:
+    try:
+        libc = ctypes.CDLL(None)  # the C library the process (and FAISS's operator new) allocates with
+        function = libc.realloc
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    function.restype = ctypes.c_void_p
+    return function
+
+
+_REALLOC = _realloc()
+
+
+def _pointers(vector: Any) -> Any:
+    """The (begin, end, end of storage) pointers of a SWIG-wrapped std::vector."""
+    return (ctypes.c_size_t * 3).from_address(int(vector.this))
+
+
+def _grow(vector: Any, capacity: int) -> None:
+    """Give a std::vector of bytes `capacity` bytes of room (more than it has), keeping its
+    contents; the new room is left untouched. The caller holds off every reader of the vector."""
+    pointers = _pointers(vector)
+    begin, end, _ = pointers
+    grown = _REALLOC(begin or None, capacity)
+    if not grown:
+        raise MemoryError(f"cannot grow a vector index's storage to {capacity} bytes")
+    pointers[0], pointers[1], pointers[2] = grown, grown + end - begin, grown + capacity
+
+
+def _check_vectors() -> bool:
+    """Whether `_grow` is safe with this build of FAISS: its std::vector is three pointers,
+    and a buffer `realloc` moved is freed with the rest (run once, on a vector of its own)."""
+    if _REALLOC is None:
+        return False
+    try:
+        probe = faiss.UInt8Vector()
+        probe.resize(4096)
+        begin, end, stored = _pointers(probe)
+        if begin != int(probe.data()) or end - begin != 4096 or stored - begin < 4096:
+            return False
+        ctypes.memset(begin, 7, 4096)
+        _grow(probe, 1 << 20)
+        probe.resize(8192)  # fits the room: FAISS's code sees the new buffer and size
+        return int(probe.data()) == _pointers(probe)[0] and ctypes.string_at(int(probe.data()), 4096) == b"\x07" * 4096
+    except (AttributeError, TypeError, ValueError, MemoryError):
+        return False
+
+
+_GROWS = _check_vectors()
 
 
 class Capacity:
-    """Grows one index's vector storage ahead of its adds (see the module docstring). Used by the
-    one thread that adds to the index, before each add."""
+    """Grows one index's vector storage ahead of its adds (see the module docstring), and faults
+    in the room ahead of them. Used by the one thread that adds to the index, before each add."""
 
     def __init__(self) -> None:
-        # What the last call saw: the index, its buffer and that buffer's size and capacity (bytes).
-        self._index = 0
-        self._address = 0
-        self._size = 0
-        self._bytes = 0
-        self._populated = 0  # the storage's bytes faulted in ahead (`populate_later`) so far
-
-    def _capacity(self, index: int, address: int, size: int) -> int:
-        """The buffer's capacity, as far as known: FAISS's own std::vector grows as libstdc++'s
-        does (to twice its size, or to what one add needs when that is more)."""
-        if address == self._address and index == self._index:
-            return self._bytes  # unchanged since the last call
-        if index == self._index and self._address and address:
-            return max(2 * self._size, size)  # the add since then reallocated it
-        return size  # a new, loaded or compacted index: as full as its size says
+        self._address = 0  # of the buffer populated so far
+        self._populated = 0  # the buffer's bytes faulted in ahead (`populate_later`) so far
 
     def reserve(self, index: Any, rows: int, exclusive: Callable[[], AbstractContextManager[Any]]) -> None:
-        """Make room for `rows` more vectors, taking `exclusive()` only to swap buffers."""
+        """Make room for `rows` more vectors, taking `exclusive()` only if the buffer must grow."""
         storage = _storage(index)
         codes = getattr(storage, "codes", None)
-        if rows <= 0 or codes is None or not codes.is_owned:
+        if rows <= 0 or codes is None or not codes.is_owned or not _GROWS:
             return
-        size = codes.size()
-        address = int(codes.data()) if size else 0
-        identity = int(index.this)
-        capacity = self._capacity(identity, address, size)
-        need = size + rows * storage.code_size
-        if need > capacity and size >= OUTSIDE_LOCK_FROM:
-            # The SWIG std::vector has no reserve: fill one of the current size, then let it
-            # reallocate (libstdc++ doubles it, copying the vectors, the new room untouched).
-            grown = faiss.UInt8Vector()
-            grown.resize(size)
-            faiss.memcpy(grown.data(), codes.data(), size)
-            grown.resize(need)
-            capacity = max(need, 2 * size)
-            grown.resize(size)  # shrinking keeps the capacity
+        begin, end, stored = _pointers(codes.owned_data)
+        need = end - begin + rows * storage.code_size
+        capacity = stored - begin
+        if need > capacity:
+            capacity = max(need, 2 * capacity)  # as FAISS's own growth would, with no copy
             with exclusive():
-                codes.owned_data.swap(grown)
-                codes.resize(size)  # points FAISS at the new buffer
-            address = int(codes.data())
-            del grown  # the old buffer, freed here, outside the lock
-        if address != self._address or identity != self._index:
-            self._populated = 0  # another buffer
-        self._index, self._address, self._size, self._bytes = identity, address, size, capacity
+                _grow(codes.owned_data, capacity)
+                codes.resize(end - begin)  # points FAISS at the buffer (it caches the address)
+            begin = _pointers(codes.owned_data)[0]
+        if begin != self._address:
+            self._address, self._populated = begin, 0  # another buffer
         # This add writes up to `need`; fault in the room after it before later adds reach it.
-        if address and self._populated < need + POPULATE_AHEAD // 2 and self._populated < capacity:
+        if self._populated < need + POPULATE_AHEAD // 2 and self._populated < capacity:
             start = max(self._populated, need)
-            end = min(capacity, need + POPULATE_AHEAD)
-            populate_later(address + start, end - start)
-            self._populated = end
+            finish = min(capacity, need + POPULATE_AHEAD)
+            populate_later(begin + start, finish - start)
+            self._populated = finish
 
 
 class HugePages:
