@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 
+from services.vector.backends import faiss_snapshot as snapshots
 from strata.vector.v1 import vector_pb2
 from tests.contract.vector.helpers import struct, vec
 
@@ -114,3 +118,37 @@ def test_hnsw_batches_are_added_in_chunks_but_published_at_once(tmp_path) -> Non
     assert max(gaps) < took / 3, (max(gaps), took)
     assert set(seen) <= {30, 50}
     assert len(index.search_many([SearchRequest(data[0], 50, False, False)])[0]) == 50
+
+
+def _graph_arrays(index: Any) -> list[np.ndarray]:
+    hnsw = faiss.downcast_index(index.index).hnsw
+    return [
+        faiss.vector_to_array(hnsw.levels),
+        faiss.vector_to_array(hnsw.offsets),
+        faiss.vector_to_array(hnsw.neighbors),
+    ]
+
+
+def test_a_snapshot_holds_the_graph_as_captured_while_adds_rewire_it(tmp_path: Path) -> None:
+    """The capture copies only the graph's arrays; the vectors and ids are read while the file is
+    written, after later adds have grown them and rewired the neighbour lists of earlier vectors.
+    The snapshot is still the index as captured, to the byte, and searches it alike."""
+    data = clustered(1_200, seed=5)
+    index = faiss.IndexIDMap2(faiss.IndexHNSWFlat(DIMS, 8, faiss.METRIC_INNER_PRODUCT))
+    index.add_with_ids(data[:600], np.arange(600))
+    as_captured = faiss.clone_index(index)
+    records = {i: (("", f"v{i}"), "{}") for i in range(600)}
+    captured = snapshots.capture(
+        mutation_id=1, next_id=600, records=records, dead=set(), index=index, raw=None, hnsw=True
+    )
+    index.add_with_ids(data[600:], np.arange(600, 1_200))  # grows the storage and rewires the graph
+    assert any(not np.array_equal(a, b) for a, b in zip(_graph_arrays(index), _graph_arrays(as_captured), strict=True))
+    path = tmp_path / "snapshot.bin"
+    with open(path, "wb") as out:
+        snapshots.write(captured, out, read_lock=contextlib.nullcontext)
+    restored = faiss.deserialize_index(snapshots.read(path)["index"])
+    assert np.array_equal(faiss.serialize_index(restored), faiss.serialize_index(as_captured))
+    queries = clustered(50, seed=6)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(restored.search(queries, 10), as_captured.search(queries, 10), strict=True)
+    )
