@@ -77,7 +77,7 @@ def _copied(vector: Any, dtype: Any) -> np.ndarray:
 
 
 def _graph(index: Any) -> Graph:
-    hnsw = faiss.downcast_index(index.index).hnsw
+    hnsw: Any = faiss.downcast_index(index.index).hnsw  # type: ignore[attr-defined]
     return Graph(
         levels=_copied(hnsw.levels, np.int32),
         offsets=_copied(hnsw.offsets, np.uint64),
@@ -199,13 +199,13 @@ def _flat_rows(
 def _hnsw_index(snap: Capture, graph: Graph, read_lock: Callable[[], AbstractContextManager[Any]]) -> Any:
     """The captured HNSW index, as an IndexIDMap2 of its own: the captured graph over the first
     `ntotal` vectors and ids of the live one (which only ever appends them)."""
-    live = faiss.downcast_index(snap.index.index)
-    inner = faiss.IndexHNSWFlat(snap.index.d, live.hnsw.nb_neighbors(1), live.metric_type)
+    live: Any = faiss.downcast_index(snap.index.index)
+    inner: Any = faiss.IndexHNSWFlat(snap.index.d, live.hnsw.nb_neighbors(1), live.metric_type)
     wrapped = faiss.IndexIDMap2(inner)  # it must wrap an empty index
     storage = faiss.downcast_index(inner.storage)
     for step in _stored_rows(faiss.downcast_index(live.storage), snap.index.d, snap.ntotal, read_lock):
         storage.add(step)
-    hnsw = inner.hnsw
+    hnsw: Any = inner.hnsw
     for name in ("assign_probas", "cum_nneighbor_per_level"):  # fixed when the index was made
         faiss.copy_array_to_vector(faiss.vector_to_array(getattr(live.hnsw, name)), getattr(hnsw, name))
     faiss.copy_array_to_vector(graph.levels, hnsw.levels)
