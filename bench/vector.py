@@ -20,7 +20,7 @@ in this process with the same settings (one OpenMP thread).
 - Restart time with 100k vectors in the snapshot and a 10k-entry log.
 - Query latency while a second 100k loads into an index holding 100k, crossing a doubling of
   FAISS's storage, beside raw FAISS's longest add (the copy a search under one lock waits for):
-  the service grows the storage outside its exclusive lock.
+  the service grows the storage by moving its pages (`realloc`), not by copying it.
 - Single-vector upsert latency while snapshots of the whole index are taken (about one a second):
   a snapshot holds writes only while it captures the index, not while it writes the file.
 
@@ -582,7 +582,7 @@ def main() -> None:
                     " / ".join(f"{percentile(during_load, q) * 1000:.1f}" for q in (0.5, 0.99, 1.0)),
                     f"{raw_longest_add(data) * 1000:.1f} (longest add)",
                     "",
-                    f"({len(during_load)} queries; a search under one lock waits out FAISS doubling its storage)",
+                    f"({len(during_load)} queries; raw: a search under one lock waits out FAISS doubling its storage)",
                 )
         finally:
             server.terminate(120)  # a clean stop snapshots the index

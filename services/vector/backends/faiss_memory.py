@@ -114,10 +114,12 @@ def _stored_vectors(index: Any) -> tuple[int, int] | None:
 
 
 def _realloc() -> Any:
+    if sys.platform == "win32":  # FAISS's DLL may allocate from a C runtime of its own
+        return None
     try:
         libc = ctypes.CDLL(None)  # the C library the process (and FAISS's operator new) allocates with
         function = libc.realloc
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return None
     function.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     function.restype = ctypes.c_void_p
