@@ -89,12 +89,6 @@ def _huge_pages_tunable(environ: Mapping[str, str]) -> str | None:
     return tunables.get("glibc.malloc.hugetlb")
 
 
-def huge_pages_asked(environ: Mapping[str, str] = os.environ) -> bool:
-    """True when this process started with glibc backing its large blocks with huge pages (it
-    then marks every such block itself: nothing else needs to)."""
-    return _huge_pages_tunable(environ) not in (None, "", "0") and _glibc_has_huge_pages()
-
-
 def huge_pages_would_help(environ: Mapping[str, str] = os.environ) -> bool:
     """True when glibc can give large blocks huge pages, the kernel gives them only on request,
     and this process has not asked yet (nor been told not to)."""

@@ -101,20 +101,6 @@ def test_huge_pages_are_asked_for_only_where_glibc_and_the_kernel_need_asking(
     assert not memory.huge_pages_would_help({})  # musl and others
 
 
-def test_a_process_knows_when_glibc_already_gives_its_blocks_huge_pages(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.runtime import memory
-
-    monkeypatch.setattr(memory, "_glibc_version", lambda: (2, 36))
-    monkeypatch.setattr(memory.sys, "platform", "linux")
-    assert memory.huge_pages_asked({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
-    assert memory.huge_pages_asked({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2"})
-    assert not memory.huge_pages_asked({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})
-    assert not memory.huge_pages_asked({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
-    assert not memory.huge_pages_asked({})
-    monkeypatch.setattr(memory, "_glibc_version", lambda: (2, 34))
-    assert not memory.huge_pages_asked({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})  # ignored before 2.35
-
-
 # Re-executes itself with huge pages, then fills 256 MiB of malloc'd blocks (as C++ code such as
 # FAISS gets its storage) and prints its pid, its tunables and the page faults the fill took.
 GROWTH = """

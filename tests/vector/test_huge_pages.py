@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from services.vector.backends.faiss_index import FaissIndex
-from services.vector.backends.faiss_memory import HugePages, _stored_vectors
+from services.vector.backends.faiss_memory import HUGE_PAGE, HugePages, _stored_vectors
 from services.vector.model import IndexSpec, Metric, VectorBatch, keys_in
 from strata.vector.v1 import vector_pb2 as pb
 from tests.contract.vector.helpers import vec
@@ -75,17 +76,49 @@ def test_an_index_marks_its_storage_only_when_told_to(tmp_path: Path, huge_pages
     index.close()
 
 
-def test_the_backend_leaves_huge_pages_to_glibc_when_it_gives_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from services.runtime import memory
+def test_the_backend_keeps_huge_pages_as_its_settings_say(tmp_path: Path) -> None:
     from services.vector.backends.faiss import FaissBackend
     from services.vector.config import VectorSettings
 
-    for on, asked, expected in ((True, False, True), (True, True, False), (False, False, False)):
-        monkeypatch.setattr(memory, "huge_pages_asked", lambda asked=asked: asked)
-        backend = FaissBackend(VectorSettings(data_dir=tmp_path, huge_pages_on=on))
-        assert backend._madvise is expected, (on, asked)
+    for on in (True, False):
+        assert FaissBackend(VectorSettings(data_dir=tmp_path, huge_pages_on=on))._madvise is on
+
+
+def _kernel() -> tuple[int, int]:
+    major, minor = platform.release().split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are a Linux feature")
+def test_an_index_whose_storage_moved_as_it_grew_keeps_it_on_huge_pages(tmp_path: Path) -> None:
+    """`Capacity` grows the storage by moving its pages; moved or not, they end up huge."""
+    if not THP.exists() or "[never]" in THP.read_text():
+        pytest.skip("transparent huge pages are disabled on this kernel")
+    index = FaissIndex(IndexSpec("docs", 384, Metric.DOT_PRODUCT), tmp_path, huge_pages=True)
+    index.load()
+    rng = np.random.default_rng(3)
+    for start in range(0, 40_000, 2_000):  # 61 MB, grown by realloc about six times
+        keys = keys_in("", [f"v{i}" for i in range(start, start + 2_000)])
+        metadata: list[dict[str, Any]] = [{}] * len(keys)
+        index.write(VectorBatch(keys, rng.random((2_000, 384), dtype=np.float32), metadata, ["{}"] * len(keys)), True)
+    while index.tidy_memory(8 * 1024 * 1024):
+        pass
+    region = _stored_vectors(index._index)
+    assert region is not None
+    address, size = region
+    assert huge_bytes_in(address, size) >= size - 4 * 1024 * 1024
+    if _kernel() >= (6, 7):  # mappings of whole huge pages are placed on a huge-page boundary
+        low, high = _mapping_of(address)
+        assert low % HUGE_PAGE == 0 and (high - low) % HUGE_PAGE == 0
+    index.close()
+
+
+def _mapping_of(address: int) -> tuple[int, int]:
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        low, high = (int(x, 16) for x in line.split()[0].split("-"))
+        if low <= address < high:
+            return low, high
+    raise AssertionError(f"{address:#x} is not mapped")
 
 
 def test_failing_upkeep_never_stops_snapshots(

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from services.runtime import memory
 from services.runtime.errors import AlreadyExists, NotFound
 from services.vector.backends import faiss_storage as storage
 from services.vector.backends.faiss_batching import MicroBatcher
@@ -54,8 +53,8 @@ class FaissBackend:
         # and must never leave searches without one.
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="vector-read")
         self._writers = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="vector-write")
-        # Indexes mark their storage for huge pages themselves only where glibc does not already.
-        self._madvise = settings.huge_pages_on and not memory.huge_pages_asked()
+        # Indexes keep their storage on huge pages (`faiss_memory.HugePages`), glibc's tunable or not.
+        self._madvise = settings.huge_pages_on
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)

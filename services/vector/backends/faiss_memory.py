@@ -151,6 +151,21 @@ def _grow(vector: Any, capacity: int) -> None:
     pointers[0], pointers[1], pointers[2] = grown, grown + end - begin, grown + capacity
 
 
+# glibc's header and rounding around a block it maps on its own (a size, then the page rounding).
+_MALLOC_OVERHEAD = 4096
+
+
+def _mapped_size(capacity: int) -> int:
+    """`capacity`, raised so that a block this large is a whole number of huge pages once glibc
+    maps it. Linux (6.7 on) then places the mapping on a huge-page boundary, and `mremap` moves
+    such a mapping's huge pages whole; moving a mapping between two addresses that differ modulo
+    2 MiB splits every huge page in it, and searches over 4 KiB pages run slower (see
+    `HugePages`)."""
+    if capacity < HUGE_PAGE:
+        return capacity
+    return -(-(capacity + _MALLOC_OVERHEAD) // HUGE_PAGE) * HUGE_PAGE - _MALLOC_OVERHEAD
+
+
 def _check_vectors() -> bool:
     """Whether `_grow` is safe with this build of FAISS: its std::vector is three pointers,
     and a buffer `realloc` moved is freed with the rest (run once, on a vector of its own)."""
@@ -216,7 +231,7 @@ class Capacity:
         if short:
             with exclusive():
                 for vector, wrapper, need in short:
-                    _grow(vector, max(need, 2 * _room(vector)))  # as FAISS's own growth would, with no copy
+                    _grow(vector, _mapped_size(max(need, 2 * _room(vector))))  # as FAISS's own growth, no copy
                     if wrapper is not None:
                         wrapper.resize(wrapper.size())  # points FAISS at the buffer (it caches the address)
         begin, _, stored = _pointers(codes.owned_data)
@@ -240,8 +255,11 @@ class HugePages:
     from its maintenance tick, a bounded stretch at a time, not on the write path.
 
     A service started with glibc's huge-page tunable (as the vector service restarts itself:
-    `services.runtime.memory`) needs none of this: glibc marks every large block as it maps
-    it. It is then off, and so it is when huge pages are turned off.
+    `services.runtime.memory`) has every large block marked as glibc maps it, and collapsing
+    pages that are already huge costs next to nothing. It is kept on all the same: a storage
+    `Capacity` moved between addresses that differ modulo 2 MiB (a kernel before 6.7 does not
+    align the mappings, `_mapped_size`) has had its huge pages split, and this converts them
+    back. It is off when huge pages are turned off.
     """
 
     def __init__(self, enabled: bool = True) -> None:
