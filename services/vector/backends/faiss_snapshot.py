@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,15 +168,20 @@ def _stored_ids(index: Any, ntotal: int, read_lock: Callable[[], AbstractContext
         return faiss.rev_swig_ptr(index.id_map.data(), ntotal).copy() if ntotal else np.empty(0, np.int64)
 
 
-def _stored_rows(
-    flat: Any, dimensions: int, ntotal: int, read_lock: Callable[[], AbstractContextManager[Any]]
-) -> Iterator[np.ndarray]:
-    """The first `ntotal` vectors a flat index (or an HNSW index's storage) holds, a step at a time."""
+def _read_rows(
+    flat: Any,
+    dimensions: int,
+    ntotal: int,
+    read_lock: Callable[[], AbstractContextManager[Any]],
+    take: Callable[[int, np.ndarray], object],
+) -> None:
+    """Hand the first `ntotal` vectors a flat index (or an HNSW index's storage) holds to `take`
+    (first row, rows), a step at a time, each under the read lock: `take` must copy what it keeps."""
     for start in range(0, ntotal, ROWS_PER_STEP):
         stop = min(start + ROWS_PER_STEP, ntotal)
         with read_lock():  # re-read the address each step: an append may have moved the storage
             stored = faiss.rev_swig_ptr(flat.get_xb(), ntotal * dimensions).reshape(ntotal, dimensions)
-            yield stored[start:stop].copy()
+            take(start, stored[start:stop])
 
 
 def _flat_rows(
@@ -185,10 +190,11 @@ def _flat_rows(
     """The stored vectors of the internal ids `wanted`, from an IndexIDMap2 over a flat index."""
     ids = _stored_ids(index, ntotal, read_lock)
     rows = np.empty((ntotal, index.d), dtype=np.float32)
-    start = 0
-    for step in _stored_rows(faiss.downcast_index(index.index), index.d, ntotal, read_lock):
+
+    def take(start: int, step: np.ndarray) -> None:
         rows[start : start + len(step)] = step
-        start += len(step)
+
+    _read_rows(faiss.downcast_index(index.index), index.d, ntotal, read_lock, take)
     # Internal ids are added in increasing order and compaction keeps that order.
     positions, found = find_rows(ids, wanted)
     if not found.all():
@@ -203,8 +209,9 @@ def _hnsw_index(snap: Capture, graph: Graph, read_lock: Callable[[], AbstractCon
     inner: Any = faiss.IndexHNSWFlat(snap.index.d, live.hnsw.nb_neighbors(1), live.metric_type)
     wrapped = faiss.IndexIDMap2(inner)  # it must wrap an empty index
     storage = faiss.downcast_index(inner.storage)
-    for step in _stored_rows(faiss.downcast_index(live.storage), snap.index.d, snap.ntotal, read_lock):
-        storage.add(step)
+    _read_rows(
+        faiss.downcast_index(live.storage), snap.index.d, snap.ntotal, read_lock, lambda _, step: storage.add(step)
+    )
     hnsw: Any = inner.hnsw
     for name in ("assign_probas", "cum_nneighbor_per_level"):  # fixed when the index was made
         faiss.copy_array_to_vector(faiss.vector_to_array(getattr(live.hnsw, name)), getattr(hnsw, name))
