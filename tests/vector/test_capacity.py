@@ -222,3 +222,31 @@ def test_reserve_populates_the_room_ahead_of_the_adds_and_never_past_it(monkeypa
                 assert address + length <= region[0] + _room(index)  # never past the room
         index.add_with_ids(rng.random((10, DIMS), dtype=np.float32), np.arange(start, start + 10))
     assert sum(length for _, length in populated) >= 500 * 4 * DIMS  # most of the storage went ahead
+
+
+def test_storage_that_cannot_grow_fails_the_write_and_keeps_what_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of memory while growing: the buffer and its pointers stay as they were, readers still
+    find every vector, the index refuses writes until a restart, and the restart replays the
+    logged write."""
+    from services.runtime.errors import Unavailable
+
+    spec = IndexSpec("flat", DIMS, Metric.DOT_PRODUCT)
+    index = FaissIndex(spec, tmp_path)
+    index.load()
+    index.write(VectorBatch(keys_in("", ["a", "b"]), np.ones((2, DIMS), np.float32), [{}] * 2, ["{}"] * 2), True)
+    before = [int(pointer) for pointer in _pointers(_storage(index._index).codes.owned_data)]
+    monkeypatch.setattr(faiss_memory, "_REALLOC", lambda address, size: None)
+    with pytest.raises(MemoryError):
+        index.write(VectorBatch(keys_in("", ["c"]), np.full((1, DIMS), 2, np.float32), [{}], ["{}"]), True)
+    assert [int(pointer) for pointer in _pointers(_storage(index._index).codes.owned_data)] == before
+    assert sorted(record.key.id for record in index.get_keys(keys_in("", ["a", "b", "c"]))) == ["a", "b"]
+    with pytest.raises(Unavailable, match="restart"):
+        index.write(VectorBatch(keys_in("", ["d"]), np.ones((1, DIMS), np.float32), [{}], ["{}"]), True)
+    index.close()
+    monkeypatch.undo()
+    again = FaissIndex(spec, tmp_path)
+    again.load()
+    assert sorted(record.key.id for record in again.get_keys(keys_in("", ["a", "b", "c", "d"]))) == ["a", "b", "c"]
+    again.close()
