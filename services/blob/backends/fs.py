@@ -27,7 +27,6 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from services.blob.backends.base import BucketInfo, Check, ObjectInfo, PartInfo
+from services.blob.backends.md5_stream import Md5Stream
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 MAGIC = b"STRATAB1"
@@ -192,15 +192,15 @@ class _TempFile:
     def __init__(self, tmp_dir: Path) -> None:
         self.path = tmp_dir / f"{uuid.uuid4().hex}.tmp"
         self.file: BinaryIO = open(self.path, "xb")
-        self.md5 = hashlib.md5()
+        self.md5 = Md5Stream()
         self.size = 0
         self.done = False
         self._written_back = 0
 
     def write(self, data: bytes) -> None:
+        self.md5.update(data)  # hashed while this chunk is written and the next one arrives
         with _os_errors("writing an object"):
             self.file.write(data)
-        self.md5.update(data)
         self.size += len(data)
         if self.size - self._written_back >= _WRITEBACK_BYTES:
             self.file.flush()
@@ -217,6 +217,7 @@ class _TempFile:
     def abort(self) -> None:
         if not self.done:
             self.done = True
+            self.md5.close()
             self.file.close()
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
