@@ -442,7 +442,7 @@ class FaissIndex:
             if vectors is None:
                 vectors = self._prepare(entry.values)
         single_threaded()
-        if new_ids is not None:  # any copying happens here, before readers are held off
+        if new_ids is not None:  # room is made here; readers wait only while a buffer moves
             self._capacity.reserve(self._index, len(new_ids), self._rw.write)
             if self._raw is not None:
                 self._raw.reserve(len(new_ids))

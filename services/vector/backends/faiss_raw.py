@@ -11,8 +11,9 @@ growing at CHUNK_BYTES. Once the last full-size chunk is half used the next one 
 faulted in on a background thread (`faiss_memory.populate_later`), so appends do not fault fresh
 memory in while the index holds readers off. A replaced or deleted vector's row is only marked
 forgotten; once forgotten rows outnumber live ones, `compact` copies the live rows into new
-chunks, so memory follows the live vectors however much they churn. (Keeping each vector as a view of the batch it
-came in would pin that whole batch for as long as any one of its vectors lives.)
+chunks, so memory follows the live vectors however much they churn. (Keeping each vector as a
+view of the batch it came in would pin that whole batch for as long as any one of its vectors
+lives.)
 
 A row is never written twice: compacting makes new chunks. So a snapshot reads the rows it
 captured without a lock or a copy, and a reader never sees a row change under it.
