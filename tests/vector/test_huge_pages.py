@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 import pytest
 
+from services.vector.backends import faiss_memory
 from services.vector.backends.faiss_index import FaissIndex
 from services.vector.backends.faiss_memory import HUGE_PAGE, HugePages, _stored_vectors
 from services.vector.model import IndexSpec, Metric, VectorBatch, keys_in
@@ -156,3 +157,44 @@ def test_the_service_restarts_itself_with_huge_pages_unless_told_not_to(tmp_path
         environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes().split(b"\0")
         asked = any(line.startswith(b"GLIBC_TUNABLES=") and b"glibc.malloc.hugetlb=1" in line for line in environ)
         assert asked is (setting == "true")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are a Linux feature")
+def test_storage_is_advised_once_per_buffer_and_only_its_written_part_collapsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marking the storage is one call per buffer, not per write (each call holds the process's
+    memory map lock); collapsing covers only what is written."""
+    if not THP.exists() or "[never]" in THP.read_text() or faiss_memory._MADVISE is None:
+        pytest.skip("transparent huge pages are disabled on this kernel")
+    calls: list[tuple[int, int, int]] = []
+    real = faiss_memory._MADVISE
+
+    def counting(address: int, length: int, advice: int) -> int:
+        calls.append((address, length, advice))
+        return int(real(address, length, advice))
+
+    monkeypatch.setattr(faiss_memory, "_MADVISE", counting)
+    index = FaissIndex(IndexSpec("docs", 384, Metric.DOT_PRODUCT), tmp_path, huge_pages=True)
+    index.load()
+    rng = np.random.default_rng(4)
+    buffers = set()
+    for start in range(0, 30_000, 1_000):  # 46 MB in 30 writes
+        keys = keys_in("", [f"v{i}" for i in range(start, start + 1_000)])
+        metadata: list[dict[str, Any]] = [{}] * len(keys)
+        index.write(VectorBatch(keys, rng.random((1_000, 384), dtype=np.float32), metadata, ["{}"] * len(keys)), True)
+        storage = faiss_memory._storage(index._index)
+        buffers.add((int(storage.codes.data()), faiss_memory._room(storage.codes.owned_data)))
+    advised = [call for call in calls if call[2] == faiss_memory.MADV_HUGEPAGE]
+    assert 1 <= len(advised) <= len(buffers) < 15  # one per growth, not one per write
+    region = _stored_vectors(index._index)
+    assert region is not None
+    address, size = region
+    assert 0 < index._huge_pages.pending() <= size
+    calls.clear()
+    while index.tidy_memory(8 * 1024 * 1024):
+        pass
+    assert index._huge_pages.pending() == 0
+    collapsed = [call for call in calls if call[2] == faiss_memory.MADV_COLLAPSE]
+    assert collapsed and max(start + length for start, length, _ in collapsed) <= address + size
+    index.close()

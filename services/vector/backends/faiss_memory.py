@@ -251,10 +251,13 @@ class Capacity:
 class HugePages:
     """Keeps one index's vector storage on huge pages as it grows and moves.
 
-    `advise` (after every write) marks the storage MADV_HUGEPAGE: a cheap call, so pages the
-    kernel faults in from then on can be huge. Pages written before that stay small until
-    `collapse` converts them (MADV_COLLAPSE copies them, ~1 ms per 1.5 MB): the index runs it
-    from its maintenance tick, a bounded stretch at a time, not on the write path.
+    `advise` (after every write) marks the storage's whole buffer MADV_HUGEPAGE, room not yet
+    written included, so pages the kernel faults in from then on can be huge: one call per buffer,
+    as the mark lasts for the mapping (the call took ~0.5 ms here, and it holds the process's
+    memory map lock, which page faults in every thread wait for). Pages written before that stay
+    small until `collapse` converts them (MADV_COLLAPSE copies them, ~1 ms per 1.5 MB): the index
+    runs it from its maintenance tick, a bounded stretch at a time, not on the write path, and
+    only over what is written (collapsing the room would fault all of it in).
 
     A service started with glibc's huge-page tunable (as the vector service restarts itself:
     `services.runtime.memory`) has every large block marked as glibc maps it, and collapsing
@@ -267,29 +270,34 @@ class HugePages:
     def __init__(self, enabled: bool = True) -> None:
         self._start = 0  # 2 MiB-aligned start of the storage last seen (it moves when the vector grows)
         self._advised = 0  # end of the range marked MADV_HUGEPAGE
+        self._written = 0  # end of the whole huge pages written
         self._collapsed = 0  # end of the range already collapsed
         self._enabled = enabled and _MADVISE is not None
 
-    def _aligned(self, index: Any) -> tuple[int, int] | None:
+    def _aligned(self, index: Any) -> int | None:
+        """The end of the storage's room, in whole huge pages (None: not one whole page yet);
+        notes where its written part ends."""
         region = _stored_vectors(index)
         if region is None:
             return None
         address, size = region
+        codes = _storage(index).codes
+        room = _room(codes.owned_data) if _GROWS and codes.is_owned else size
         start = (address + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
-        end = (address + size) & ~(HUGE_PAGE - 1)
+        end = (address + max(room, size)) & ~(HUGE_PAGE - 1)
         if end <= start:
             return None
         if start != self._start:  # new storage (first call, or the vector grew and moved)
             self._start, self._advised, self._collapsed = start, start, start
-        return start, end
+        self._written = max(start, (address + size) & ~(HUGE_PAGE - 1))
+        return end
 
     def advise(self, index: Any) -> None:
         if not self._enabled:
             return
-        aligned = self._aligned(index)
-        if aligned is None or aligned[1] <= self._advised:
+        end = self._aligned(index)
+        if end is None or end <= self._advised:
             return
-        end = aligned[1]
         if _MADVISE(self._advised, end - self._advised, MADV_HUGEPAGE) != 0:  # only the part not yet marked
             self._enabled = False
             log.debug("huge pages unavailable", extra={"errno": ctypes.get_errno()})
@@ -297,16 +305,17 @@ class HugePages:
         self._advised = end
 
     def pending(self) -> int:
-        """Bytes advised but not yet collapsed."""
-        return self._advised - self._collapsed if self._enabled else 0
+        """Bytes written and advised but not yet collapsed."""
+        return max(0, min(self._advised, self._written) - self._collapsed) if self._enabled else 0
 
     def collapse(self, index: Any, limit: int | None = None) -> None:
-        """Convert up to `limit` bytes (all when None) of advised storage to huge pages."""
+        """Convert up to `limit` bytes (all when None) of the advised, written storage to huge pages."""
         self.advise(index)
-        if not self.pending():
+        pending = self.pending()
+        if not pending:
             return
-        step = self._advised if limit is None else max(HUGE_PAGE, limit & ~(HUGE_PAGE - 1))
-        end = min(self._advised, self._collapsed + step)
+        step = pending if limit is None else max(HUGE_PAGE, limit & ~(HUGE_PAGE - 1))
+        end = self._collapsed + min(pending, step)
         # Older kernels lack MADV_COLLAPSE (EINVAL): new pages are still huge, and khugepaged
         # converts the rest over time.
         _MADVISE(self._collapsed, end - self._collapsed, MADV_COLLAPSE)

@@ -113,6 +113,16 @@ def test_metadata_text_may_carry_whitespace(vector, index: str) -> None:
     assert as_dict(got.metadata) == {"a": [1, 2]}
 
 
+def test_values_whose_squares_overflow_or_underflow_are_accepted(vector, index: str) -> None:
+    """Finite values at either end of float32's range pass the checks: 1e30 squared overflows,
+    and 1e-30 squared is 0, yet neither vector is infinite or all zeros."""
+    values = [[3e38, -3e38, 1, 0], [1e-30, 0, 0, -1e-30]]
+    reply = vector.UpsertVectors(pb.UpsertVectorsRequest(index_name=index, columns=columns(["big", "tiny"], values)))
+    assert reply.upserted_count == 2
+    got = vector.GetVectors(pb.GetVectorsRequest(index_name=index, ids=["big", "tiny"])).vectors
+    assert [list(v.values) for v in got] == [np.float32(row).tolist() for row in values]
+
+
 FOUR = [1.0, 1.0, 1.0, 1.0]
 
 
@@ -123,6 +133,8 @@ FOUR = [1.0, 1.0, 1.0, 1.0]
         (columns(["a", "b"], [FOUR]), ["2 vectors", "32"], "DIMENSION_MISMATCH"),
         (columns(["a"], [[1, 0, 0, math.nan]]), ["'a'", "nan"], "NON_FINITE_VALUE"),
         (columns(["a", "b"], [FOUR, [0, 0, 0, 0]]), ["'b'", "zero"], "ZERO_VECTOR"),
+        (columns(["a", "b", "c"], [FOUR, [1, -math.inf, 0, 0], FOUR]), ["'b'", "infinite"], "NON_FINITE_VALUE"),
+        (columns(["a", "b"], [[1e30, 0, 0, 0], [1e30, math.nan, 0, 0]]), ["'b'", "nan"], "NON_FINITE_VALUE"),
         (columns(["a", "a"], [FOUR, FOUR]), ["'a'", "more than once"], "DUPLICATE_ID"),
         (columns(["a", ""], [FOUR, FOUR]), ["id", "empty"], "INVALID_ID"),
         (columns(["x" * 65], [FOUR]), ["65 bytes", "64"], "INVALID_ID"),
