@@ -178,6 +178,20 @@ def send_upserts(channel: grpc.Channel, requests: list[bytes], in_flight: int = 
     return time.perf_counter() - started
 
 
+def cpu_seconds(pid: int | None = None) -> tuple[float, float] | None:
+    """(user, system) CPU seconds a process has used: this one (pid None), or another where
+    /proc shows it (Linux); None elsewhere."""
+    if pid is None:
+        times = os.times()
+        return times.user, times.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 class _Sink(vector_pb2_grpc.VectorServiceServicer):
     """The service's runtime with no index: takes an upsert and answers. What Python gRPC alone
     costs for the same requests on this machine."""
@@ -423,7 +437,10 @@ def main() -> None:
                 half = (n // BATCH // 2) * BATCH
                 raw_seconds = raw_add(0, half)
                 columns = upsert_requests("flat", data)
+                assert server.proc is not None
+                cpu_before = cpu_seconds(server.proc.pid), cpu_seconds()
                 ours_seconds = send_upserts(channel, columns)
+                cpu_after = cpu_seconds(server.proc.pid), cpu_seconds()
                 one_call_seconds = send_upserts(channel, upsert_requests("one-call", data), in_flight=1)
                 messages_seconds = send_upserts(channel, upsert_requests("messages", data, columns=False), in_flight=1)
                 raw_seconds += raw_add(half, n)
@@ -479,6 +496,25 @@ def main() -> None:
                     "",
                     f"budget at {UPSERT_TARGET}x: {raw_batch_ms / UPSERT_TARGET:.2f} ms incl. gRPC",
                 )
+
+                service_before, client_before = cpu_before
+                service_after, client_after = cpu_after
+                if service_before is not None and service_after is not None and client_before and client_after:
+                    # Where the time goes: CPU both processes used per batch, against the cores
+                    # times the wall time per batch (with the GIL, one Python thread runs at a time).
+                    batches = n / BATCH
+                    user, system = (
+                        (after - before) / batches * 1000
+                        for after, before in zip(service_after, service_before, strict=True)
+                    )
+                    client = sum(client_after) - sum(client_before)
+                    report.add(
+                        "  CPU per batch (ms): service user + system; client",
+                        f"{user:.2f} + {system:.2f}",
+                        f"{client / batches * 1000:.2f}",
+                        "",
+                        f"{os.cpu_count()} cores x {ours_seconds / batches * 1000:.2f} ms per batch",
+                    )
 
                 requests = [pb.QueryRequest(index_name="flat", vector=q.tolist(), top_k=10) for q in queries]
                 for r in requests[:20]:
