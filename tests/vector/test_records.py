@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from services.vector.backends import faiss_snapshot as snapshots
 from services.vector.backends import faiss_storage as storage
@@ -72,7 +73,11 @@ def test_metadata_text_keeps_what_json_and_older_logs_can_hold() -> None:
     assert math.isnan(legacy["nan"]) and legacy["inf"] == math.inf and legacy["none"] is None
 
 
-def test_a_snapshot_in_format_3_with_metadata_as_dicts_loads(open_vector: Callable[..., Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize("old_format", [3, 4])
+def test_a_snapshot_in_an_earlier_format_loads(
+    open_vector: Callable[..., Any], tmp_path: Path, old_format: int
+) -> None:
+    """Format 3 held metadata as dicts; 3 and 4 pickled the values after the records."""
     with open_vector(wal_max_entries=100_000, snapshot_interval_seconds=3600) as stub:
         stub.CreateIndex(pb.CreateIndexRequest(name="docs", dimensions=DIMS, metric=pb.METRIC_COSINE))
         vectors = [
@@ -81,12 +86,16 @@ def test_a_snapshot_in_format_3_with_metadata_as_dicts_loads(open_vector: Callab
         stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="docs", vectors=vectors))
     directory = tmp_path / "vector" / "indexes" / "docs"
     state = snapshots.read(directory / storage.SNAPSHOT_FILE)
-    assert state["format"] == 4 and all(isinstance(record[3], str) for record in state["records"])
-    # The same state as format 3 wrote it: header, records (metadata as dicts), values.
-    records = [(i, namespace, vid, parsed(text)) for i, namespace, vid, text in state["records"]]
-    header = {**state, "format": 3, "records": len(records), "raw": len(state["raw"]), "index": None}
+    assert state["format"] == 5 and all(isinstance(record[3], str) for record in state["records"])
+    raw = np.array(state["raw"])  # mapped from the file in format 5
+    # The same state as format 3 or 4 wrote it: header, records, values.
+    records = state["records"]
+    if old_format == 3:
+        records = [(i, namespace, vid, parsed(text)) for i, namespace, vid, text in records]
+    header = {**state, "format": old_format, "records": len(records), "raw": len(raw), "index": None}
+    del header["raw_offset"], header["dimensions"]
     with open(directory / storage.SNAPSHOT_FILE, "wb") as out:
-        for part in (header, records, state["raw"]):
+        for part in (header, records, raw):
             pickle.dump(part, out, protocol=5)
     with open_vector() as stub:
         got = stub.GetVectors(pb.GetVectorsRequest(index_name="docs", ids=["v3"])).vectors

@@ -41,8 +41,8 @@ from services.vector.backends.faiss_locks import ReadWriteLock
 from services.vector.backends.faiss_memory import Capacity, HugePages
 from services.vector.backends.faiss_order import KeyOrder
 from services.vector.backends.faiss_postings import Postings
-from services.vector.backends.faiss_raw import RawValues
 from services.vector.backends.faiss_records import Key, Record, parsed, stored_keys, texts_of
+from services.vector.backends.faiss_values import Captured, ValueFiles
 from services.vector.filters import Filter
 from services.vector.model import (
     IndexInfo,
@@ -181,8 +181,9 @@ class FaissIndex:
         self._huge_pages = HugePages(huge_pages)  # touched only by the thread holding `_applier` (or loading)
         self._capacity = Capacity()  # likewise
         self._records: dict[int, Record] = {}  # see `faiss_records`
-        # Cosine: the caller's values (FAISS holds them normalised); other metrics read FAISS.
-        self._raw = RawValues(spec.dimensions) if spec.metric is Metric.COSINE else None
+        # Cosine: where the log or snapshot holds the caller's values (FAISS holds them
+        # normalised); other metrics read FAISS.
+        self._raw = ValueFiles(spec.dimensions) if spec.metric is Metric.COSINE else None
         self._by_key: dict[Key, int] = {}
         self._namespaces: dict[str, set[int]] = {}
         self._postings = Postings()
@@ -239,6 +240,7 @@ class FaissIndex:
                 [key for entry in run for key in entry.keys],
                 np.concatenate([entry.values for entry in run if entry.values is not None]),
                 [metadata for entry in run for metadata in entry.metadata or ()],
+                values_at=[at for entry in run for at in entry.values_at or ()],
             )
             self._apply(merged)
 
@@ -251,6 +253,9 @@ class FaissIndex:
             self.closed = True
             if self._log is not None:
                 self._log.close()
+            if self._raw is not None:
+                with self._rw.write():
+                    self._raw.close()
 
     def _live(self) -> None:
         if self.closed:
@@ -408,15 +413,12 @@ class FaissIndex:
         self._compact_if_due()
 
     def _compact_if_due(self) -> None:
-        """Drop tombstoned vectors from a flat index, and forgotten rows of the caller's values
-        (the caller holds `_writer`).
+        """Drop tombstoned vectors from a flat index (the caller holds `_writer`).
 
         `remove_ids` costs O(N) whatever the number of ids, so removals wait for a batch of
         them, and run on a copy: readers keep searching the current index (only this thread
         mutates it) and the swap is the only exclusive step. HNSW cannot remove: its
         tombstones stay, excluded by an ID selector."""
-        if self._raw is not None:
-            self._raw.compact(self._rw.write)
         if self.spec.index_type is IndexType.HNSW:
             return
         if len(self._dead) <= max(COMPACT_MIN_TOMBSTONES, self._index.ntotal // COMPACT_FRACTION):
@@ -444,8 +446,6 @@ class FaissIndex:
         single_threaded()
         if new_ids is not None:  # room is made here; readers wait only while a buffer moves
             self._capacity.reserve(self._index, len(new_ids), self._rw.write)
-            if self._raw is not None:
-                self._raw.reserve(len(new_ids))
         added = False
         if new_ids is not None and self.spec.index_type is IndexType.HNSW and len(new_ids) > HNSW_ADD_CHUNK:
             # HNSW inserts cost ~0.5 ms each: add in chunks, letting searches in between. The
@@ -473,8 +473,6 @@ class FaissIndex:
                 self._order.changed(added=keys)
             if old:
                 self._dead.update(old)
-                if self._raw is not None:
-                    self._raw.forget(old)
                 for internal in old:
                     key, text = self._records.pop(internal)
                     del self._by_key[key]
@@ -490,7 +488,11 @@ class FaissIndex:
                 internals = new_ids.tolist()
                 # Bulk `update`s, no loop per vector.
                 if self._raw is not None:
-                    self._raw.add(internals, entry.values)
+                    assert entry.values_at is not None, "an upsert is applied once logged"
+                    first = internals[0]
+                    for rows, path, offset in entry.values_at:
+                        self._raw.add_logged(first, rows, path, offset)
+                        first += rows
                 texts = entry.metadata_json if entry.metadata_json is not None else texts_of(entry.metadata)
                 self._records.update(zip(internals, zip(keys, texts, strict=True), strict=True))
                 self._by_key.update(zip(keys, internals, strict=True))
@@ -542,28 +544,46 @@ class FaissIndex:
                     records=self._records,
                     dead=self._dead,
                     index=self._index,
-                    raw=None if self._raw is None else self._raw.capture(),
+                    values=None if self._raw is None else self._values_of(self._raw.capture()),
                     hnsw=self.spec.index_type is IndexType.HNSW,
                 )
                 self._log.rotate(self.last_mutation_id + 1)
                 self._log.reset_counters()
+            path = self.directory / storage.SNAPSHOT_FILE
+            written: list[snapshots.Written] = []
             storage.write_atomically(
-                self.directory / storage.SNAPSHOT_FILE,
-                lambda out: snapshots.write(captured, out, read_lock=self._rw.read),
+                path, lambda out: written.append(snapshots.write(captured, out, read_lock=self._rw.read))
             )
             with self._writer:
                 if not self.closed and self._log is not None:
+                    if self._raw is not None:  # the values now come from the snapshot, before its logs go
+                        with self._rw.write():
+                            self._raw.replace_before(captured.next_id, path, written[0].ids, written[0].offset)
                     self._log.forget_before_current()
             return True
+
+    def _values_of(self, captured: Captured) -> Callable[[np.ndarray], np.ndarray]:
+        """Reads the caller's values of increasing internal ids from runs `ValueFiles.capture`
+        returned, under the read lock (the files stay open until the snapshot is written)."""
+
+        def read(internal: np.ndarray) -> np.ndarray:
+            with self._rw.read():
+                assert self._raw is not None
+                if self.closed:
+                    raise RuntimeError(f"index {self.spec.name!r} closed while a snapshot was written")
+                return self._raw.read(captured, internal)
+
+        return read
 
     def _restore(self, state: dict[str, Any]) -> None:
         if state.get("format") not in snapshots.READABLE_FORMATS:
             raise RuntimeError(f"{self.directory}: unknown snapshot format {state.get('format')!r}")
         raw = state["raw"]
+        on_disk = state["format"] >= 5 and state.get("raw_offset") is not None
         internal = np.fromiter((record[0] for record in state["records"]), dtype=np.int64, count=len(state["records"]))
-        if raw is not None and np.any(internal[1:] < internal[:-1]):  # snapshots list records by id
+        if raw is not None and np.any(internal[1:] <= internal[:-1]):  # snapshots list records by id
             order = np.argsort(internal, kind="stable")
-            internal, raw = internal[order], raw[order]
+            internal, raw, on_disk = internal[order], raw[order], False
         if state["index"] is not None:
             self._index = faiss.deserialize_index(state["index"])
         else:  # a flat index kept as its vectors: add them back, in id order
@@ -574,8 +594,10 @@ class FaissIndex:
             assert self.spec.hnsw is not None
             faiss.downcast_index(self._index.index).hnsw.efSearch = self.spec.hnsw.ef_search  # type: ignore[attr-defined]
         if self._raw is not None and len(internal):
-            self._raw.reserve(len(internal))
-            self._raw.add(internal.tolist(), raw)
+            if on_disk:  # format 5: read back from the file when asked for
+                self._raw.add_snapshot(internal, self.directory / storage.SNAPSHOT_FILE, state["raw_offset"])
+            else:
+                self._raw.add_rows(internal, np.ascontiguousarray(raw, dtype=np.float32))
         records = state["records"]
         if state["format"] < 4:  # metadata kept as dicts
             metadata = [record[3] or {} for record in records]
@@ -614,6 +636,8 @@ class FaissIndex:
 
     def _values(self, internal: int) -> Vector32:
         if self._raw is not None:
+            if self.closed:  # its files are closed
+                raise NotFound(f"index {self.spec.name!r} does not exist", reason="INDEX_NOT_FOUND")
             return self._raw.get(internal)
         return np.asarray(self._index.reconstruct(internal), dtype=np.float32)
 

@@ -12,20 +12,22 @@ graph's arrays (about a tenth of the index at M=16 and 384 dimensions; 0.8 ms at
 where cloning the whole index took 45-57 ms), and `write` puts the copy together with the
 vectors and ids read as a flat index's into the index it serialises.
 
-Format 4 (this one) is a header, then the records, the values and (HNSW) the serialised
+Format 5 (this one) is a pickled header, the values as raw little-endian float32 rows (one per
+record, in record order, which is internal id order), then the records and (HNSW) the serialised
 graph, in pieces pickled one by one. A record is (internal id, namespace, id, metadata as JSON
 text), as the index holds it (`faiss_records`); formats 1-3 held the metadata as dicts. It
-keeps a flat index as its vectors alone (the caller's values, in record order) and rebuilds it
-on load: half the size of format 1, one pickle that also held the FAISS index serialised (and,
-for cosine, both normalised and caller's values). Since format 3 it holds no postings: a load
-rebuilds them from the records' metadata (~0.4 ms per 1,000 vectors), where format 2 pickled
-every posting set during the capture (6-7 ms per 100k vectors with writes waiting). Postings
-in older snapshots are ignored the same way.
+keeps a flat index as its vectors alone (the caller's values) and rebuilds it on load: half the
+size of format 1, one pickle that also held the FAISS index serialised (and, for cosine, both
+normalised and caller's values). The values sit at an offset the header's size gives, unpickled,
+so a cosine index reads its callers' values back from the file (`faiss_values`) rather than
+holding them in memory; format 4 pickled them in pieces after the records. Since format 3 it
+holds no postings: a load rebuilds them from the records' metadata (~0.4 ms per 1,000 vectors),
+where format 2 pickled every posting set during the capture (6-7 ms per 100k vectors with writes
+waiting). Postings in older snapshots are ignored the same way.
 """
 
 from __future__ import annotations
 
-import itertools
 import pickle
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -36,11 +38,11 @@ from typing import Any
 import faiss
 import numpy as np
 
-from services.vector.backends.faiss_raw import Captured, RawValues, find_rows
 from services.vector.backends.faiss_storage import Sink
+from services.vector.backends.faiss_values import find_rows
 
-FORMAT = 4
-READABLE_FORMATS = (1, 2, 3, 4)
+FORMAT = 5
+READABLE_FORMATS = (1, 2, 3, 4, 5)
 # Rows copied per hold of the read lock (~6 MB at 384 dimensions: a few milliseconds).
 ROWS_PER_STEP = 4096
 # Pieces of the file, each pickled in a few milliseconds.
@@ -53,7 +55,8 @@ class Capture:
     mutation_id: int
     next_id: int
     records: dict[int, Any]  # internal id -> ((namespace, id), metadata JSON): a copy of the dict
-    raw: Captured | None  # cosine: the caller's values (`RawValues.capture`)
+    # Cosine: the caller's values of increasing internal ids, as of the capture (`ValueFiles`).
+    values: Callable[[np.ndarray], np.ndarray] | None
     dead: list[int]
     index: Any  # the FAISS index object as of the capture
     ntotal: int
@@ -94,7 +97,7 @@ def capture(
     records: dict[int, Any],
     dead: set[int],
     index: Any,
-    raw: Captured | None,
+    values: Callable[[np.ndarray], np.ndarray] | None,
     hnsw: bool,
 ) -> Capture:
     """The cheap part, run while writes wait."""
@@ -102,7 +105,7 @@ def capture(
         mutation_id=mutation_id,
         next_id=next_id,
         records=dict(records),
-        raw=raw,
+        values=values,
         dead=sorted(dead) if hnsw else [],  # a rebuilt flat index holds no tombstones
         index=index,
         ntotal=index.ntotal,
@@ -110,16 +113,42 @@ def capture(
     )
 
 
-def write(snap: Capture, out: Sink, *, read_lock: Callable[[], AbstractContextManager[Any]]) -> None:
-    """Write the snapshot while writes carry on: a header, then the records, the values and the
+@dataclass(frozen=True)
+class Written:
+    """Where a snapshot file holds the values: the rows of the increasing internal `ids`, one
+    after another from byte `offset`."""
+
+    ids: np.ndarray
+    offset: int
+
+
+class _Counted:
+    """A sink that counts the bytes written through it."""
+
+    def __init__(self, out: Sink) -> None:
+        self.out = out
+        self.position = 0
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        written = self.out.write(data)
+        self.position += written
+        return written
+
+
+def write(snap: Capture, out: Sink, *, read_lock: Callable[[], AbstractContextManager[Any]]) -> Written:
+    """Write the snapshot while writes carry on: a header, the values, then the records and the
     HNSW graph in pieces. Each piece is pickled on its own: pickling holds the GIL for as long as
     it runs, and one pickle of 100k records would stop every other thread for ~0.4 s."""
-    internal = list(snap.records)
-    raw = None
-    if internal and snap.raw is not None:
-        raw = RawValues.gather(snap.raw, internal)
-    elif internal and snap.graph is None:
-        raw = _flat_rows(snap.index, snap.ntotal, np.asarray(internal, dtype=np.int64), read_lock)
+    internal = np.fromiter(snap.records, dtype=np.int64, count=len(snap.records))
+    if np.any(internal[1:] <= internal[:-1]):  # the index adds records in id order: this is a safeguard
+        internal = np.sort(internal)
+    rows: Callable[[int, int], np.ndarray] | None = None
+    if len(internal) and snap.values is not None:
+        values = snap.values
+        rows = lambda start, stop: values(internal[start:stop])  # noqa: E731 - read a step at a time
+    elif len(internal) and snap.graph is None:
+        flat = _flat_rows(snap.index, snap.ntotal, internal, read_lock)
+        rows = lambda start, stop: flat[start:stop]  # noqa: E731
     graph = None if snap.graph is None else faiss.serialize_index(_hnsw_index(snap, snap.graph, read_lock))
     header = {
         "format": FORMAT,
@@ -127,32 +156,48 @@ def write(snap: Capture, out: Sink, *, read_lock: Callable[[], AbstractContextMa
         "next_id": snap.next_id,
         "dead": snap.dead,
         "records": len(internal),
-        "raw": None if raw is None else len(raw),
+        "raw": None if rows is None else len(internal),
+        "dimensions": snap.index.d,
         "index": None if graph is None else len(graph),
     }
-    pickle.dump(header, out, protocol=5)
-    records = iter(snap.records.items())
-    for _ in range(0, len(internal), RECORDS_PER_PIECE):
-        piece = [(i, r[0][0], r[0][1], r[1]) for i, r in itertools.islice(records, RECORDS_PER_PIECE)]
-        pickle.dump(piece, out, protocol=5)
-    for array in (raw, graph):
-        if array is not None:
-            step = max(1, BYTES_PER_PIECE // max(1, array[:1].nbytes))
-            for start in range(0, len(array), step):
-                pickle.dump(array[start : start + step], out, protocol=5)
+    counted = _Counted(out)
+    pickle.dump(header, counted, protocol=5)
+    offset = counted.position
+    if rows is not None:
+        step = max(1, BYTES_PER_PIECE // (4 * snap.index.d))
+        for start in range(0, len(internal), step):
+            block = np.ascontiguousarray(rows(start, start + step), dtype="<f4")
+            counted.write(block.reshape(-1).view(np.uint8).data)
+    for start in range(0, len(internal), RECORDS_PER_PIECE):
+        piece = []
+        for i in internal[start : start + RECORDS_PER_PIECE].tolist():
+            (namespace, vid), text = snap.records[i]
+            piece.append((i, namespace, vid, text))
+        pickle.dump(piece, counted, protocol=5)
+    if graph is not None:
+        for start in range(0, len(graph), BYTES_PER_PIECE):
+            pickle.dump(graph[start : start + BYTES_PER_PIECE], counted, protocol=5)
+    return Written(internal if rows is not None else internal[:0], offset)
 
 
 def read(path: Path) -> dict[str, Any]:
-    """A snapshot file as one state: records, raw values (or None) and the serialised index (or None)."""
+    """A snapshot file as one state: records, raw values (or None) and the serialised index (or
+    None). From format 5 the values are mapped from the file, not read, and `raw_offset` says
+    where they start."""
     with open(path, "rb") as source:
         state: dict[str, Any] = pickle.load(source)
         if state.get("format") == 1:  # the whole state in one pickle
             return state
+        if state["format"] >= 5 and state["raw"]:
+            offset, count, dimensions = source.tell(), state["raw"], state["dimensions"]
+            state["raw"] = np.memmap(path, dtype="<f4", mode="r", offset=offset, shape=(count, dimensions))
+            state["raw_offset"] = offset
+            source.seek(offset + count * dimensions * 4)
         records: list[Any] = []
         while len(records) < state["records"]:
             records.extend(pickle.load(source))
         state["records"] = records
-        for name in ("raw", "index"):
+        for name in ("raw", "index") if state["format"] < 5 else ("index",):
             if state[name] is not None:
                 pieces, total = [], 0
                 while total < state[name]:

@@ -144,6 +144,9 @@ class LogEntry:
     metadata: list[Metadata] | None = None
     # The same metadata as the core's JSON texts: what an upsert logs (replay fills `metadata`).
     metadata_json: list[str] | None = None
+    # Where the log holds an upsert's values, once written or replayed: (rows, file, offset) for
+    # each stretch of them (one, or one per entry when replayed entries are merged).
+    values_at: list[tuple[int, Path, int]] | None = None
 
     def frame(self) -> list[bytes | memoryview]:
         """The entry's log frame as buffers to write in order (the values are not copied)."""
@@ -213,7 +216,11 @@ def replay_log(directory: Path, dimensions: int) -> Iterator[LogEntry]:
                     out.truncate(offset)
                     os.fsync(out.fileno())
                 return
-            yield LogEntry.decode(payload, dimensions)
+            entry = LogEntry.decode(payload, dimensions)
+            if entry.values is not None:
+                values_offset = offset + _FRAME.size + length - entry.values.nbytes
+                entry.values_at = [(len(entry.keys), path, values_offset)]
+            yield entry
             offset += _FRAME.size + length
 
 
@@ -235,11 +242,20 @@ class LogWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         fsync_dir(self.directory)
         self.current = path
+        self._size = os.fstat(self._fd).st_size
 
     def append(self, entries: list[LogEntry], now: float) -> None:
-        """Write the entries and fsync once; they are durable when this returns."""
-        buffers = [buffer for entry in entries for buffer in entry.frame()]
-        size = sum(len(buffer) for buffer in buffers)
+        """Write the entries and fsync once; they are durable when this returns. Each upsert
+        learns where its values are (`LogEntry.values_at`)."""
+        buffers: list[bytes | memoryview] = []
+        position = self._size
+        for entry in entries:
+            frame = entry.frame()
+            buffers += frame
+            position += sum(len(buffer) for buffer in frame)
+            if entry.values is not None:
+                entry.values_at = [(len(entry.keys), self.current, position - len(frame[-1]))]
+        size = position - self._size
         while buffers:
             chunk, buffers = buffers[:_IOV_MAX], buffers[_IOV_MAX:]
             written = os.writev(self._fd, chunk)
@@ -248,6 +264,7 @@ class LogWriter:
                 while rest:
                     rest = rest[os.write(self._fd, rest) :]
         sync_data(self._fd)
+        self._size += size
         self.bytes += size
         self.entries += len(entries)
         if self.first_entry_time is None:
