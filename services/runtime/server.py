@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime import logs, memory, tracing
+from services.runtime import limits, logs, memory, tracing
 from services.runtime.interceptor import Admit, ServiceInterceptor
 from services.runtime.metrics import ServerMetrics, metrics_address
 from services.runtime.settings import ConfigError, RuntimeSettings, load
@@ -268,6 +268,7 @@ def run(settings_cls: type[S], make_server: Callable[[S], tuple[ManagedServer, i
     logs.configure(settings.log_level, settings.log_format)
     memory.keep_freed_memory(settings.allocator_keep_mib)
     memory.collect_garbage_less_often()
+    limits.raise_open_file_limit()
 
     async def main() -> None:
         server, _port = make_server(settings)

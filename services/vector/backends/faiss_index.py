@@ -641,10 +641,22 @@ class FaissIndex:
             return self._raw.get(internal)
         return np.asarray(self._index.reconstruct(internal), dtype=np.float32)
 
-    def _to_record(self, internal: int, values: bool = True, metadata: bool = True) -> VectorRecord:
-        key, text = self._records[internal]
-        fields = parsed(text) if metadata else None
-        return VectorRecord(make_key(key), self._values(internal) if values else None, fields)
+    def _values_many(self, internals: list[int]) -> list[Vector32]:
+        """`_values` of many ids at once: a cosine index reads rows near each other in one go."""
+        if self._raw is None or not internals:
+            return [self._values(internal) for internal in internals]
+        if self.closed:  # its files are closed
+            raise NotFound(f"index {self.spec.name!r} does not exist", reason="INDEX_NOT_FOUND")
+        distinct, where = np.unique(np.asarray(internals, dtype=np.int64), return_inverse=True)
+        return list(self._raw.read(self._raw.capture(), distinct)[where.reshape(-1)])
+
+    def _to_records(self, internals: list[int], values: bool = True, metadata: bool = True) -> list[VectorRecord]:
+        rows: list[Vector32 | None] = [*self._values_many(internals)] if values else [None] * len(internals)
+        out = []
+        for internal, row in zip(internals, rows, strict=True):
+            key, text = self._records[internal]
+            out.append(VectorRecord(make_key(key), row, parsed(text) if metadata else None))
+        return out
 
     def _score(self, distance: float) -> float:
         if self.spec.metric is Metric.EUCLIDEAN:
@@ -652,21 +664,20 @@ class FaissIndex:
         return float(distance)
 
     def _matches(self, distances: Any, ids: Any, request: SearchRequest) -> list[Match]:
-        out = []
+        found: list[tuple[int, float]] = []
         for distance, internal in zip(distances.tolist(), ids.tolist(), strict=True):
             if internal < 0 or internal not in self._records:
                 continue
-            key, text = self._records[internal]
-            out.append(
-                Match(
-                    make_key(key),
-                    self._score(distance),
-                    self._values(internal) if request.include_values else None,
-                    parsed(text) if request.include_metadata else None,
-                )
-            )
-            if len(out) == request.top_k:
+            found.append((internal, distance))
+            if len(found) == request.top_k:
                 break
+        internals = [internal for internal, _ in found]
+        rows = self._values_many(internals) if request.include_values else [None] * len(found)
+        out = []
+        for (internal, distance), row in zip(found, rows, strict=True):
+            key, text = self._records[internal]
+            fields = parsed(text) if request.include_metadata else None
+            out.append(Match(make_key(key), self._score(distance), row, fields))
         return out
 
     def _prepare(self, vectors: Vector32) -> Vector32:
@@ -764,7 +775,7 @@ class FaissIndex:
 
     def get_keys(self, keys: list[VectorKey]) -> list[VectorRecord]:
         with self._rw.read():
-            return [self._to_record(self._by_key[key]) for key in keys if key in self._by_key]
+            return self._to_records([self._by_key[key] for key in keys if key in self._by_key])
 
     def get_matching(self, where: Filter, namespace: str | None, limit: int) -> list[VectorRecord]:
         with self._rw.read():
@@ -776,7 +787,7 @@ class FaissIndex:
                     reason="TOO_MANY_MATCHES",
                     metadata={"matches": str(len(ids)), "limit": str(limit)},
                 )
-            records = [self._to_record(i) for i in ids]
+            records = self._to_records(list(ids))
         records.sort(key=lambda r: r.key)
         return records
 
@@ -811,5 +822,5 @@ class FaissIndex:
                 if len(page) > limit:
                     break
             more = len(page) > limit
-            out = [self._to_record(self._by_key[k], include_values, include_metadata) for k in page[:limit]]
+            out = self._to_records([self._by_key[k] for k in page[:limit]], include_values, include_metadata)
         return Page(out, out[-1].key if more and out else None)

@@ -59,7 +59,7 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Run:
     """Rows of values for internal ids first..last: ids first, first + 1... in a file at `offset`
     (a logged batch), or the increasing `ids` in a file (a snapshot) or in `rows` (memory)."""
