@@ -446,6 +446,9 @@ class FaissIndex:
         single_threaded()
         if new_ids is not None:  # room is made here; readers wait only while a buffer moves
             self._capacity.reserve(self._index, len(new_ids), self._rw.write)
+            if self._raw is not None:  # and the files the values are read back from opened
+                assert entry.values_at is not None, "an upsert is applied once logged"
+                self._raw.hold(path for _, path, _ in entry.values_at)
         added = False
         if new_ids is not None and self.spec.index_type is IndexType.HNSW and len(new_ids) > HNSW_ADD_CHUNK:
             # HNSW inserts cost ~0.5 ms each: add in chunks, letting searches in between. The
@@ -487,8 +490,7 @@ class FaissIndex:
                     self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), new_ids)
                 internals = new_ids.tolist()
                 # Bulk `update`s, no loop per vector.
-                if self._raw is not None:
-                    assert entry.values_at is not None, "an upsert is applied once logged"
+                if self._raw is not None and entry.values_at is not None:
                     first = internals[0]
                     for rows, path, offset in entry.values_at:
                         self._raw.add_logged(first, rows, path, offset)
@@ -634,17 +636,13 @@ class FaissIndex:
         matched = self._postings.evaluate(where, universe)  # type: ignore[arg-type]
         return matched if scope is None else matched & scope
 
-    def _values(self, internal: int) -> Vector32:
-        if self._raw is not None:
-            if self.closed:  # its files are closed
-                raise NotFound(f"index {self.spec.name!r} does not exist", reason="INDEX_NOT_FOUND")
-            return self._raw.get(internal)
-        return np.asarray(self._index.reconstruct(internal), dtype=np.float32)
-
     def _values_many(self, internals: list[int]) -> list[Vector32]:
-        """`_values` of many ids at once: a cosine index reads rows near each other in one go."""
-        if self._raw is None or not internals:
-            return [self._values(internal) for internal in internals]
+        """The values of these internal ids as callers sent them: FAISS holds them, except in a
+        cosine index, which reads them from its files (rows near each other in one read)."""
+        if self._raw is None:
+            return [np.asarray(self._index.reconstruct(internal), dtype=np.float32) for internal in internals]
+        if not internals:
+            return []
         if self.closed:  # its files are closed
             raise NotFound(f"index {self.spec.name!r} does not exist", reason="INDEX_NOT_FOUND")
         distinct, where = np.unique(np.asarray(internals, dtype=np.int64), return_inverse=True)

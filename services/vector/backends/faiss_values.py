@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,18 +95,22 @@ class ValueFiles:
         self._firsts: list[int] = []  # first id of each run, for bisect
         self._files: dict[Path, int] = {}  # open file descriptors of the files runs refer to
 
-    def __len__(self) -> int:
-        return len(self._runs)
-
     def files(self) -> list[Path]:
         """The files runs refer to (and hold open)."""
         return list(self._files)
 
+    def hold(self, paths: Iterable[Path]) -> None:
+        """Open these files ahead of adding runs of them, so that adding cannot fail on an open
+        (readers may run meanwhile: they only look files up)."""
+        for path in paths:
+            if path not in self._files:
+                self._files[path] = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+
     def _add(self, run: Run) -> None:
         if self._runs and run.first <= self._runs[-1].last:
             raise ValueError("internal ids must only grow")
-        if run.file is not None and run.file not in self._files:
-            self._files[run.file] = os.open(run.file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        if run.file is not None:
+            self.hold([run.file])
         self._runs.append(run)
         self._firsts.append(run.first)
 
