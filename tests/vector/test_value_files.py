@@ -30,6 +30,11 @@ def _rows(start: int, count: int) -> np.ndarray:
     return np.arange(start * DIMS, (start + count) * DIMS, dtype=np.float32).reshape(count, DIMS)
 
 
+def _one(values: ValueFiles, internal: int) -> np.ndarray:
+    """The row of one id, read as the index reads rows."""
+    return values.read(values.capture(), np.array([internal], dtype=np.int64))[0]
+
+
 def _file(path: Path, pad: int, rows: np.ndarray) -> Path:
     """A file holding `rows` after `pad` bytes of something else."""
     path.write_bytes(b"x" * pad + rows.astype("<f4").tobytes() + b"tail")
@@ -42,10 +47,10 @@ def test_rows_are_read_back_from_their_files_by_id(tmp_path: Path) -> None:
     values.add_logged(20, 5, _file(tmp_path / "b", 7, _rows(20, 5)), 7)  # ids may skip, but only grow
     values.add_logged(25, 3, _file(tmp_path / "b2", 0, _rows(25, 3)), 0)
     for internal in (0, 9, 20, 24, 25, 27):
-        assert np.array_equal(values.get(internal), _rows(internal, 1)[0])
+        assert np.array_equal(_one(values, internal), _rows(internal, 1)[0])
     for missing in (-1, 10, 19, 28, 1000):
         with pytest.raises(KeyError):
-            values.get(missing)
+            _one(values, missing)
     captured = values.capture()
     wanted = np.array([0, 3, 9, 21, 22, 24, 26], dtype=np.int64)
     assert np.array_equal(values.read(captured, wanted), _rows(0, 30)[wanted])
@@ -68,9 +73,9 @@ def test_sparse_and_dense_reads_of_a_snapshot_run_agree(tmp_path: Path) -> None:
     sparse = ids[::97]  # spread far thinner than the span: read row by row
     assert np.array_equal(values.read(captured, dense), rows[100:4100])
     assert np.array_equal(values.read(captured, sparse), rows[::97])
-    assert np.array_equal(values.get(int(ids[-1])), rows[-1])
+    assert np.array_equal(_one(values, int(ids[-1])), rows[-1])
     with pytest.raises(KeyError):
-        values.get(3)  # between two of the run's ids
+        _one(values, 3)  # between two of the run's ids
     values.close()
 
 
@@ -87,18 +92,18 @@ def test_a_snapshot_run_replaces_the_runs_it_covers_and_their_files_close(tmp_pa
         os.fstat(held[tmp_path / "wal-1"])  # closed: the log file can go
     assert values._files[tmp_path / "wal-2"] == held[tmp_path / "wal-2"]  # still in use, kept open
     for internal in (1, 2, 7, 9, 10, 14):
-        assert np.array_equal(values.get(internal), _rows(internal, 1)[0])
+        assert np.array_equal(_one(values, internal), _rows(internal, 1)[0])
     for gone in (0, 5, 8):
         with pytest.raises(KeyError):
-            values.get(gone)
+            _one(values, gone)
     # A later snapshot replaces the file of the same name: the new one is read, the old one closed.
     newer = np.array([2, 12], dtype=np.int64)
     os.rename(tmp_path / "snap", tmp_path / "snap.old")  # the old file lives on while open, as after a replace
     values.replace_before(15, _file(tmp_path / "snap", 8, _rows(0, 15)[newer]), newer, 8)
     assert values.files() == [tmp_path / "snap"]
-    assert np.array_equal(values.get(12), _rows(12, 1)[0])
+    assert np.array_equal(_one(values, 12), _rows(12, 1)[0])
     with pytest.raises(KeyError):
-        values.get(1)
+        _one(values, 1)
     values.close()
     assert values.files() == []
 

@@ -129,18 +129,6 @@ class ValueFiles:
         if len(ids):
             self._add(Run(int(ids[0]), int(ids[-1]), ids=ids, rows=rows))
 
-    def get(self, internal: int) -> np.ndarray:
-        at = bisect.bisect_right(self._firsts, internal) - 1
-        if at < 0:
-            raise KeyError(internal)
-        run = self._runs[at]
-        row = int(run.positions(np.array([internal], dtype=np.int64))[0])
-        if run.rows is not None:
-            return run.rows[row]
-        assert run.file is not None
-        data = _pread(self._files[run.file], self._row_bytes, run.offset + row * self._row_bytes)
-        return np.frombuffer(data, dtype="<f4")
-
     def capture(self) -> Captured:
         """The runs as they are: they never change, and their files stay open until
         `replace_before`, which the snapshot taking this capture calls once it is written."""
