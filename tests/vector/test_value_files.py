@@ -32,7 +32,7 @@ def _rows(start: int, count: int) -> np.ndarray:
 
 def _one(values: ValueFiles, internal: int) -> np.ndarray:
     """The row of one id, read as the index reads rows."""
-    return values.read(values.capture(), np.array([internal], dtype=np.int64))[0]
+    return values.read(np.array([internal], dtype=np.int64))[0]
 
 
 def _file(path: Path, pad: int, rows: np.ndarray) -> Path:
@@ -53,11 +53,13 @@ def test_rows_are_read_back_from_their_files_by_id(tmp_path: Path) -> None:
             _one(values, missing)
     captured = values.capture()
     wanted = np.array([0, 3, 9, 21, 22, 24, 26], dtype=np.int64)
-    assert np.array_equal(values.read(captured, wanted), _rows(0, 30)[wanted])
+    assert np.array_equal(values.read(wanted, captured), _rows(0, 30)[wanted])
+    assert np.array_equal(values.read(wanted), _rows(0, 30)[wanted])  # the runs now: a few ids, one by one
+    assert values.read(np.array([], dtype=np.int64), captured).shape == (0, DIMS)
     with pytest.raises(KeyError):
-        values.read(captured, np.array([3, 15], dtype=np.int64))
+        values.read(np.array([3, 15], dtype=np.int64), captured)
     with pytest.raises(ValueError, match="increasing"):
-        values.read(captured, np.array([3, 2], dtype=np.int64))
+        values.read(np.array([3, 2], dtype=np.int64), captured)
     with pytest.raises(ValueError, match="only grow"):
         values.add_logged(27, 1, tmp_path / "a", 0)
     values.close()
@@ -71,8 +73,9 @@ def test_sparse_and_dense_reads_of_a_snapshot_run_agree(tmp_path: Path) -> None:
     captured = values.capture()
     dense = ids[100:4100]
     sparse = ids[::97]  # spread far thinner than the span: read row by row
-    assert np.array_equal(values.read(captured, dense), rows[100:4100])
-    assert np.array_equal(values.read(captured, sparse), rows[::97])
+    assert np.array_equal(values.read(dense, captured), rows[100:4100])
+    assert np.array_equal(values.read(dense), rows[100:4100])
+    assert np.array_equal(values.read(sparse, captured), rows[::97])
     assert np.array_equal(_one(values, int(ids[-1])), rows[-1])
     with pytest.raises(KeyError):
         _one(values, 3)  # between two of the run's ids
@@ -137,7 +140,7 @@ def test_a_cosine_index_keeps_no_values_in_memory_and_lets_deleted_logs_go(tmp_p
     assert index.snapshot()
     _write(index, 300, 50, values[:50] * 2)  # after the snapshot: in the new log
     assert index._raw is not None
-    runs = index._raw.capture()
+    runs = index._raw.capture().runs
     assert all(run.rows is None and run.file is not None for run in runs)  # files only, no rows
     assert {run.file.name for run in runs if run.file is not None} == {
         storage.SNAPSHOT_FILE,

@@ -578,9 +578,8 @@ class FaissIndex:
                 with self._rw.read():
                     if self.closed:
                         raise RuntimeError(f"index {self.spec.name!r} closed while a snapshot was written")
-                    out[start : start + VALUES_PER_READ] = self._raw.read(
-                        captured, internal[start : start + VALUES_PER_READ]
-                    )
+                    step = internal[start : start + VALUES_PER_READ]
+                    out[start : start + VALUES_PER_READ] = self._raw.read(step, captured)
             return out
 
         return read
@@ -654,7 +653,7 @@ class FaissIndex:
         if self.closed:  # its files are closed
             raise NotFound(f"index {self.spec.name!r} does not exist", reason="INDEX_NOT_FOUND")
         distinct, where = np.unique(np.asarray(internals, dtype=np.int64), return_inverse=True)
-        return list(self._raw.read(self._raw.capture(), distinct)[where.reshape(-1)])
+        return list(self._raw.read(distinct)[where.reshape(-1)])
 
     def _to_records(self, internals: list[int], values: bool = True, metadata: bool = True) -> list[VectorRecord]:
         rows: list[Vector32 | None] = [*self._values_many(internals)] if values else [None] * len(internals)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,8 @@ import numpy as np
 
 # A read of rows spread thinner than this (span over rows wanted) reads them one by one.
 SPREAD_LIMIT = 4
+# Up to this many ids are looked up one by one, not against an array of every run's first id.
+FEW = 64
 
 
 def find_rows(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +86,12 @@ class Run:
         return rows
 
 
-Captured = tuple[Run, ...]
+@dataclass(frozen=True)
+class Captured:
+    """The runs at one moment, with the first id of each (for binary search)."""
+
+    runs: tuple[Run, ...]
+    firsts: np.ndarray
 
 
 class ValueFiles:
@@ -132,22 +139,40 @@ class ValueFiles:
     def capture(self) -> Captured:
         """The runs as they are: they never change, and their files stay open until
         `replace_before`, which the snapshot taking this capture calls once it is written."""
-        return tuple(self._runs)
+        return Captured(tuple(self._runs), np.array(self._firsts, dtype=np.int64))
 
-    def read(self, captured: Captured, wanted: np.ndarray) -> np.ndarray:
-        """The rows of the increasing internal ids `wanted`, from runs `capture` returned."""
+    def read(self, wanted: np.ndarray, captured: Captured | None = None) -> np.ndarray:
+        """The rows of the increasing internal ids `wanted`, from the runs now or from runs
+        `capture` returned."""
         out = np.empty((len(wanted), self._dimensions), np.float32)
-        firsts = np.fromiter((run.first for run in captured), dtype=np.int64, count=len(captured))
-        which = np.searchsorted(firsts, wanted, side="right") - 1
-        if len(wanted) and np.any(wanted[1:] <= wanted[:-1]):
+        if not len(wanted):
+            return out
+        if captured is not None:
+            runs: Sequence[Run] = captured.runs
+            which = np.searchsorted(captured.firsts, wanted, side="right") - 1
+        else:  # a few ids (a query's matches) need not convert every run's first id
+            runs = self._runs
+            if len(wanted) <= FEW:
+                which = np.array([bisect.bisect_right(self._firsts, w) - 1 for w in wanted.tolist()], dtype=np.int64)
+            else:
+                which = np.searchsorted(np.array(self._firsts, dtype=np.int64), wanted, side="right") - 1
+        if np.any(wanted[1:] <= wanted[:-1]):
             raise ValueError("internal ids must be increasing")
-        if len(wanted) and which[0] < 0:
+        if which[0] < 0:
             raise KeyError(int(wanted[0]))
-        bounds = np.flatnonzero(np.diff(which)) + 1
-        for start, stop in zip([0, *bounds.tolist()], [*bounds.tolist(), len(wanted)], strict=True):
-            if start == stop:
+        bounds = np.flatnonzero(np.diff(which)).tolist()
+        ids = wanted.tolist()
+        for start, stop in zip([0, *(b + 1 for b in bounds)], [*(b + 1 for b in bounds), len(ids)], strict=True):
+            run = runs[int(which[start])]
+            low, high = ids[start] - run.first, ids[stop - 1] - run.first + 1
+            if run.ids is None and run.rows is None and high - low == stop - start and ids[stop - 1] <= run.last:
+                # Consecutive ids of a logged batch (the common case, and every single-vector
+                # write): one read straight into place.
+                assert run.file is not None
+                size = self._row_bytes
+                data = _pread(self._files[run.file], (high - low) * size, run.offset + low * size)
+                out[start:stop] = np.frombuffer(data, dtype="<f4").reshape(-1, self._dimensions)
                 continue
-            run = captured[int(which[start])]
             rows = run.positions(wanted[start:stop])
             if run.rows is not None:
                 out[start:stop] = run.rows[rows]
