@@ -147,8 +147,7 @@ def write(snap: Capture, out: Sink, *, read_lock: Callable[[], AbstractContextMa
         values = snap.values
         rows = lambda start, stop: values(internal[start:stop])  # noqa: E731 - read a step at a time
     elif len(internal) and snap.graph is None:
-        flat = _flat_rows(snap.index, snap.ntotal, internal, read_lock)
-        rows = lambda start, stop: flat[start:stop]  # noqa: E731
+        rows = _flat_rows(snap.index, snap.ntotal, internal, read_lock)
     graph = None if snap.graph is None else faiss.serialize_index(_hnsw_index(snap, snap.graph, read_lock))
     header = {
         "format": FORMAT,
@@ -231,20 +230,29 @@ def _read_rows(
 
 def _flat_rows(
     index: Any, ntotal: int, wanted: np.ndarray, read_lock: Callable[[], AbstractContextManager[Any]]
-) -> np.ndarray:
-    """The stored vectors of the internal ids `wanted`, from an IndexIDMap2 over a flat index."""
+) -> Callable[[int, int], np.ndarray]:
+    """A reader of the stored vectors of the increasing internal ids `wanted` (from an
+    IndexIDMap2 over a flat index): `rows(start, stop)` copies those of wanted[start:stop], a
+    step of ROWS_PER_STEP at a time under the read lock, so a snapshot never holds a second
+    copy of the whole index (an append may move the storage between steps; its first `ntotal`
+    rows stay as they were)."""
     ids = _stored_ids(index, ntotal, read_lock)
-    rows = np.empty((ntotal, index.d), dtype=np.float32)
-
-    def take(start: int, step: np.ndarray) -> None:
-        rows[start : start + len(step)] = step
-
-    _read_rows(faiss.downcast_index(index.index), index.d, ntotal, read_lock, take)
     # Internal ids are added in increasing order and compaction keeps that order.
     positions, found = find_rows(ids, wanted)
     if not found.all():
         raise RuntimeError("a live vector is missing from the FAISS index: not writing a snapshot of it")
-    return rows[positions]
+    flat: Any = faiss.downcast_index(index.index)
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        picked = positions[start:stop]
+        out = np.empty((len(picked), index.d), dtype=np.float32)
+        for first in range(0, len(picked), ROWS_PER_STEP):
+            with read_lock():  # re-read the address each step: an append may have moved the storage
+                stored = faiss.rev_swig_ptr(flat.get_xb(), ntotal * index.d).reshape(ntotal, index.d)
+                out[first : first + ROWS_PER_STEP] = stored[picked[first : first + ROWS_PER_STEP]]
+        return out
+
+    return rows
 
 
 def _hnsw_index(snap: Capture, graph: Graph, read_lock: Callable[[], AbstractContextManager[Any]]) -> Any:
