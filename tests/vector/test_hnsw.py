@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ import faiss
 import numpy as np
 
 from services.vector.backends import faiss_snapshot as snapshots
+from services.vector.backends import faiss_storage as storage
+from services.vector.backends.faiss_index import FaissIndex, SearchRequest
+from services.vector.model import HnswParams, IndexSpec, IndexType, Metric, VectorBatch, keys_in
 from strata.vector.v1 import vector_pb2
 from tests.contract.vector.helpers import struct, vec
 
@@ -146,9 +150,34 @@ def test_a_snapshot_holds_the_graph_as_captured_while_adds_rewire_it(tmp_path: P
     path = tmp_path / "snapshot.bin"
     with open(path, "wb") as out:
         snapshots.write(captured, out, read_lock=contextlib.nullcontext)
-    restored = faiss.deserialize_index(snapshots.read(path)["index"])
+    restored = snapshots.read(path)["index"]
     assert np.array_equal(faiss.serialize_index(restored), faiss.serialize_index(as_captured))
     queries = clustered(50, seed=6)
     assert all(
         np.array_equal(a, b) for a, b in zip(restored.search(queries, 10), as_captured.search(queries, 10), strict=True)
     )
+
+
+def test_an_hnsw_snapshot_in_format_4_loads(tmp_path: Path) -> None:
+    """Format 4 pickled the values and the serialised index in pieces after the records."""
+    spec = IndexSpec("docs", 16, Metric.COSINE, IndexType.HNSW, HnswParams(8, 40, 64))
+    index = FaissIndex(spec, tmp_path)
+    index.load()
+    values = clustered(300, seed=8)[:, :16].copy()
+    keys = keys_in("", [f"v{i}" for i in range(300)])
+    index.write(VectorBatch(keys, values, [{"i": i} for i in range(300)], [f'{{"i":{i}}}' for i in range(300)]), True)
+    assert index.snapshot()
+    index.close()
+    state = snapshots.read(tmp_path / storage.SNAPSHOT_FILE)
+    graph, raw = faiss.serialize_index(state["index"]), np.array(state["raw"])
+    header = {**state, "format": 4, "records": len(state["records"]), "raw": len(raw), "index": len(graph)}
+    del header["raw_offset"], header["dimensions"]
+    with open(tmp_path / storage.SNAPSHOT_FILE, "wb") as out:
+        for part in (header, state["records"], raw, graph[: len(graph) // 2], graph[len(graph) // 2 :]):
+            pickle.dump(part, out, protocol=5)
+    reopened = FaissIndex(spec, tmp_path)
+    reopened.load()
+    found = reopened.search_many([SearchRequest(values[42], 1, True, True)])[0]
+    assert [(m.key.id, m.metadata) for m in found] == [("v42", {"i": 42})]
+    assert np.array_equal(found[0].values, values[42])
+    reopened.close()

@@ -594,7 +594,7 @@ class FaissIndex:
             order = np.argsort(internal, kind="stable")
             internal, raw, on_disk = internal[order], raw[order], False
         if state["index"] is not None:
-            self._index = faiss.deserialize_index(state["index"])
+            self._index = state["index"]
         else:  # a flat index kept as its vectors: add them back, in id order
             for start in range(0, len(internal), REPLAY_RUN):
                 rows = slice(start, start + REPLAY_RUN)

@@ -13,14 +13,17 @@ where cloning the whole index took 45-57 ms), and `write` puts the copy together
 vectors and ids read as a flat index's into the index it serialises.
 
 Format 5 (this one) is a pickled header, the values as raw little-endian float32 rows (one per
-record, in record order, which is internal id order), then the records and (HNSW) the serialised
-graph, in pieces pickled one by one. A record is (internal id, namespace, id, metadata as JSON
-text), as the index holds it (`faiss_records`); formats 1-3 held the metadata as dicts. It
-keeps a flat index as its vectors alone (the caller's values) and rebuilds it on load: half the
-size of format 1, one pickle that also held the FAISS index serialised (and, for cosine, both
-normalised and caller's values). The values sit at an offset the header's size gives, unpickled,
-so a cosine index reads its callers' values back from the file (`faiss_values`) rather than
-holding them in memory; format 4 pickled them in pieces after the records. Since format 3 it
+record, in record order, which is internal id order), the records in pieces pickled one by one,
+then (HNSW) the index as FAISS writes it, streamed into and out of the file in pieces rather
+than serialised to one block of bytes (which took a snapshot's peak, and a load's, to about three
+times the index). A record is (internal id, namespace, id, metadata as JSON text), as the
+index holds it (`faiss_records`); formats 1-3 held the metadata as dicts. It keeps a flat index
+as its vectors alone (the caller's values) and rebuilds it on load: half the size of format 1,
+one pickle that also held the FAISS index serialised (and, for cosine, both normalised and
+caller's values). The values sit at an offset the header's size gives, unpickled, so a cosine
+index reads its callers' values back from the file (`faiss_values`) rather than holding them in
+memory, and a snapshot writes them a step at a time; format 4 pickled them, and the serialised
+index, in pieces after the records. Since format 3 it
 holds no postings: a load rebuilds them from the records' metadata (~0.4 ms per 1,000 vectors),
 where format 2 pickled every posting set during the capture (6-7 ms per 100k vectors with writes
 waiting). Postings in older snapshots are ignored the same way.
@@ -48,6 +51,8 @@ ROWS_PER_STEP = 4096
 # Pieces of the file, each pickled in a few milliseconds.
 RECORDS_PER_PIECE = 2000
 BYTES_PER_PIECE = 8 * 1024 * 1024
+# The header's "index" when (format 5) the FAISS index follows the records as FAISS writes it.
+STREAMED = -1
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,7 @@ def write(snap: Capture, out: Sink, *, read_lock: Callable[[], AbstractContextMa
         rows = lambda start, stop: values(internal[start:stop])  # noqa: E731 - read a step at a time
     elif len(internal) and snap.graph is None:
         rows = _flat_rows(snap.index, snap.ntotal, internal, read_lock)
-    graph = None if snap.graph is None else faiss.serialize_index(_hnsw_index(snap, snap.graph, read_lock))
+    graph = None if snap.graph is None else _hnsw_index(snap, snap.graph, read_lock)
     header = {
         "format": FORMAT,
         "mutation_id": snap.mutation_id,
@@ -157,7 +162,7 @@ def write(snap: Capture, out: Sink, *, read_lock: Callable[[], AbstractContextMa
         "records": len(internal),
         "raw": None if rows is None else len(internal),
         "dimensions": snap.index.d,
-        "index": None if graph is None else len(graph),
+        "index": None if graph is None else STREAMED,
     }
     counted = _Counted(out)
     pickle.dump(header, counted, protocol=5)
@@ -173,19 +178,20 @@ def write(snap: Capture, out: Sink, *, read_lock: Callable[[], AbstractContextMa
             (namespace, vid), text = snap.records[i]
             piece.append((i, namespace, vid, text))
         pickle.dump(piece, counted, protocol=5)
-    if graph is not None:
-        for start in range(0, len(graph), BYTES_PER_PIECE):
-            pickle.dump(graph[start : start + BYTES_PER_PIECE], counted, protocol=5)
+    if graph is not None:  # FAISS writes it straight into the file, in pieces: no copy of it all in bytes
+        faiss.write_index(graph, faiss.PyCallbackIOWriter(counted.write, BYTES_PER_PIECE))  # type: ignore[attr-defined]
     return Written(internal if rows is not None else internal[:0], offset)
 
 
 def read(path: Path) -> dict[str, Any]:
-    """A snapshot file as one state: records, raw values (or None) and the serialised index (or
-    None). From format 5 the values are mapped from the file, not read, and `raw_offset` says
-    where they start."""
+    """A snapshot file as one state: records, raw values (or None) and the FAISS index (or None,
+    for a flat index kept as its values). From format 5 the values are mapped from the file,
+    not read, and `raw_offset` says where they start."""
     with open(path, "rb") as source:
         state: dict[str, Any] = pickle.load(source)
         if state.get("format") == 1:  # the whole state in one pickle
+            if state["index"] is not None:
+                state["index"] = faiss.deserialize_index(state["index"])
             return state
         if state["format"] >= 5 and state["raw"]:
             offset, count, dimensions = source.tell(), state["raw"], state["dimensions"]
@@ -196,13 +202,19 @@ def read(path: Path) -> dict[str, Any]:
         while len(records) < state["records"]:
             records.extend(pickle.load(source))
         state["records"] = records
-        for name in ("raw", "index") if state["format"] < 5 else ("index",):
+        if state["format"] >= 5:
+            if state["index"] is not None:  # read as FAISS wrote it, in pieces
+                state["index"] = faiss.read_index(faiss.PyCallbackIOReader(source.read, BYTES_PER_PIECE))  # type: ignore[attr-defined]
+            return state
+        for name in ("raw", "index"):  # formats 2-4: pickled pieces after the records
             if state[name] is not None:
                 pieces, total = [], 0
                 while total < state[name]:
                     pieces.append(pickle.load(source))
                     total += len(pieces[-1])
                 state[name] = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+        if state["index"] is not None:
+            state["index"] = faiss.deserialize_index(state["index"])
     return state
 
 
