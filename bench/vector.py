@@ -192,6 +192,18 @@ def cpu_seconds(pid: int | None = None) -> tuple[float, float] | None:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def resident_bytes(pid: int) -> int | None:
+    """Resident memory of a process where /proc shows it (Linux); None elsewhere."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
 class _Sink(vector_pb2_grpc.VectorServiceServicer):
     """The service's runtime with no index: takes an upsert and answers. What Python gRPC alone
     costs for the same requests on this machine."""
@@ -439,8 +451,10 @@ def main() -> None:
                 columns = upsert_requests("flat", data)
                 assert server.proc is not None
                 cpu_before = cpu_seconds(server.proc.pid), cpu_seconds()
+                idle = resident_bytes(server.proc.pid)
                 ours_seconds = send_upserts(channel, columns)
                 cpu_after = cpu_seconds(server.proc.pid), cpu_seconds()
+                resident = resident_bytes(server.proc.pid)
                 one_call_seconds = send_upserts(channel, upsert_requests("one-call", data), in_flight=1)
                 messages_seconds = send_upserts(channel, upsert_requests("messages", data, columns=False), in_flight=1)
                 raw_seconds += raw_add(half, n)
@@ -514,6 +528,15 @@ def main() -> None:
                         f"{client / batches * 1000:.2f}",
                         "",
                         f"{os.cpu_count()} cores x {ours_seconds / batches * 1000:.2f} ms per batch",
+                    )
+                if resident is not None and idle is not None:
+                    vectors, grown = n * DIMS * 4, resident - idle
+                    report.add(
+                        f"service memory grown by loading {n:,} vectors (MiB)",
+                        f"{grown / 2**20:,.0f} ({resident / 2**20:,.0f} resident)",
+                        f"{vectors / 2**20:,.0f} (the vectors alone)",
+                        f"{grown / vectors:.2f}x",
+                        "FAISS + keys, metadata, filter index; cosine values are read back from disk",
                     )
 
                 requests = [pb.QueryRequest(index_name="flat", vector=q.tolist(), top_k=10) for q in queries]
