@@ -6,7 +6,7 @@ exactly. They are on disk already: every write logs them before it is acknowledg
 keeps only where each run of rows sits (a file and an offset per logged batch, or per snapshot),
 and reads a vector's values back with `pread` when a caller asks for them. Keeping a second copy
 in memory doubled a cosine index's memory (2 x 4 x dimensions bytes per vector) and cost each
-write a copy into fresh memory; now a write adds one small tuple, and values are read from the
+write a copy into fresh memory; now a write adds one small record, and values are read from the
 page cache (or the disk, once the kernel has dropped them for memory it needed) only when asked.
 
 Internal ids only grow, so runs are added in id order and a row is found by binary search. A run
