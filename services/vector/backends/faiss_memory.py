@@ -105,14 +105,22 @@ def _storage(index: Any) -> Any:
     return faiss.downcast_index(inner.storage) if hasattr(inner, "storage") else inner
 
 
-def _stored_vectors(index: Any) -> tuple[int, int] | None:
-    """(address, bytes) of the vectors an IndexIDMap2 over a flat or HNSW-flat index holds."""
+def _stored_region(index: Any) -> tuple[int, int, int] | None:
+    """(address, bytes used, bytes of room) of the vectors an IndexIDMap2 over a flat or
+    HNSW-flat index holds; the room is the bytes used where it cannot be read (`_GROWS`)."""
     codes = getattr(_storage(index), "codes", None)
     if codes is None or codes.size() == 0:
         return None
     size = codes.size()
     address = int(faiss.rev_swig_ptr(codes.data(), size).ctypes.data)
-    return address, size
+    room = _room(codes.owned_data) if _GROWS and codes.is_owned else size
+    return address, size, max(room, size)
+
+
+def _stored_vectors(index: Any) -> tuple[int, int] | None:
+    """(address, bytes) of the vectors an IndexIDMap2 over a flat or HNSW-flat index holds."""
+    region = _stored_region(index)
+    return None if region is None else region[:2]
 
 
 def _realloc() -> Any:
@@ -277,14 +285,12 @@ class HugePages:
     def _aligned(self, index: Any) -> int | None:
         """The end of the storage's room, in whole huge pages (None: not one whole page yet);
         notes where its written part ends."""
-        region = _stored_vectors(index)
+        region = _stored_region(index)
         if region is None:
             return None
-        address, size = region
-        codes = _storage(index).codes
-        room = _room(codes.owned_data) if _GROWS and codes.is_owned else size
+        address, size, room = region
         start = (address + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
-        end = (address + max(room, size)) & ~(HUGE_PAGE - 1)
+        end = (address + room) & ~(HUGE_PAGE - 1)
         if end <= start:
             return None
         if start != self._start:  # new storage (first call, or the vector grew and moved)

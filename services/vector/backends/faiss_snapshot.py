@@ -127,19 +127,6 @@ class Written:
     offset: int
 
 
-class _Counted:
-    """A sink that counts the bytes written through it."""
-
-    def __init__(self, out: Sink) -> None:
-        self.out = out
-        self.position = 0
-
-    def write(self, data: bytes | memoryview, /) -> int:
-        written = self.out.write(data)
-        self.position += written
-        return written
-
-
 def write(snap: Capture, out: Sink, *, read_lock: Callable[[], AbstractContextManager[Any]]) -> Written:
     """Write the snapshot while writes carry on: a header, the values, then the records and the
     HNSW graph in pieces. Each piece is pickled on its own: pickling holds the GIL for as long as
@@ -164,22 +151,22 @@ def write(snap: Capture, out: Sink, *, read_lock: Callable[[], AbstractContextMa
         "dimensions": snap.index.d,
         "index": None if graph is None else STREAMED,
     }
-    counted = _Counted(out)
-    pickle.dump(header, counted, protocol=5)
-    offset = counted.position
+    head = pickle.dumps(header, protocol=5)
+    out.write(head)
+    offset = len(head)  # the values start right after the header
     if rows is not None:
         step = max(1, BYTES_PER_PIECE // (4 * snap.index.d))
         for start in range(0, len(internal), step):
             block = np.ascontiguousarray(rows(start, start + step), dtype="<f4")
-            counted.write(block.reshape(-1).view(np.uint8).data)
+            out.write(block.reshape(-1).view(np.uint8).data)
     for start in range(0, len(internal), RECORDS_PER_PIECE):
         piece = []
         for i in internal[start : start + RECORDS_PER_PIECE].tolist():
             (namespace, vid), text = snap.records[i]
             piece.append((i, namespace, vid, text))
-        pickle.dump(piece, counted, protocol=5)
+        pickle.dump(piece, out, protocol=5)
     if graph is not None:  # FAISS writes it straight into the file, in pieces: no copy of it all in bytes
-        faiss.write_index(graph, faiss.PyCallbackIOWriter(counted.write, BYTES_PER_PIECE))  # type: ignore[attr-defined]
+        faiss.write_index(graph, faiss.PyCallbackIOWriter(out.write, BYTES_PER_PIECE))  # type: ignore[attr-defined]
     return Written(internal if rows is not None else internal[:0], offset)
 
 
