@@ -35,7 +35,9 @@ def _batch(start: int, count: int, namespace: str = "") -> VectorBatch:
 
 def test_stored_vectors_leave_nothing_for_the_cycle_collector(tmp_path: Path) -> None:
     """A full collection walks every tracked object: with a tracked key and record per
-    vector it grew with the index (~190 ms at 500k vectors)."""
+    vector it grew with the index (~190 ms at 500k vectors). The count is the whole process's,
+    so servers other tests left running on their threads add a few hundred objects; one
+    tracked object per vector would add 6,000."""
     index = FaissIndex(IndexSpec("docs", DIMS, Metric.COSINE), tmp_path)
     index.load()
     index.write(_batch(0, 100), True)  # first-write allocations out of the count
@@ -44,7 +46,7 @@ def test_stored_vectors_leave_nothing_for_the_cycle_collector(tmp_path: Path) ->
     for start in range(100, 6100, 2000):
         index.write(_batch(start, 2000, namespace="ns" if start == 2100 else ""), True)
     gc.collect()
-    assert len(gc.get_objects()) - before < 200  # 6,000 vectors written
+    assert len(gc.get_objects()) - before < 600  # 6,000 vectors written
     wanted = [VectorKey("ns", "v2100"), VectorKey("", "v4100")]
     assert [r.key for r in index.get_keys(wanted)] == wanted
     index.close()
