@@ -262,10 +262,15 @@ class HugePages:
     `advise` (after every write) marks the storage's whole buffer MADV_HUGEPAGE, room not yet
     written included, so pages the kernel faults in from then on can be huge: one call per buffer,
     as the mark lasts for the mapping (the call took ~0.5 ms here, and it holds the process's
-    memory map lock, which page faults in every thread wait for). Pages written before that stay
-    small until `collapse` converts them (MADV_COLLAPSE copies them, ~1 ms per 1.5 MB): the index
-    runs it from its maintenance tick, a bounded stretch at a time, not on the write path, and
-    only over what is written (collapsing the room would fault all of it in).
+    memory map lock, which page faults in every thread wait for). The mark covers every page of
+    the buffer, from the one holding its first byte to the one holding its last: marking only the
+    whole huge pages inside it split the buffer's mapping in three, `mremap` refuses to move a
+    range that spans several mappings (EFAULT), and glibc's `realloc` then fell back to copying
+    the whole storage while every query waited (`Capacity`; 68 ms at 268 MB here).
+    Pages written before that stay small until `collapse` converts them (MADV_COLLAPSE copies
+    them, ~1 ms per 1.5 MB): the index runs it from its maintenance tick, a bounded stretch at a
+    time, not on the write path, and only over what is written (collapsing the room would fault
+    all of it in).
 
     A service started with glibc's huge-page tunable (as the vector service restarts itself:
     `services.runtime.memory`) has every large block marked as glibc maps it, and collapsing
@@ -277,42 +282,42 @@ class HugePages:
 
     def __init__(self, enabled: bool = True) -> None:
         self._start = 0  # 2 MiB-aligned start of the storage last seen (it moves when the vector grows)
-        self._advised = 0  # end of the range marked MADV_HUGEPAGE
+        self._advised = 0  # end of the range marked MADV_HUGEPAGE in that storage (0: none yet)
         self._written = 0  # end of the whole huge pages written
         self._collapsed = 0  # end of the range already collapsed
         self._enabled = enabled and _MADVISE is not None
 
-    def _aligned(self, index: Any) -> int | None:
-        """The end of the storage's room, in whole huge pages (None: not one whole page yet);
-        notes where its written part ends."""
+    def _pages(self, index: Any) -> tuple[int, int] | None:
+        """The storage's buffer as whole pages, [first, end) (None: not one whole huge page
+        yet); notes where its written huge pages end."""
         region = _stored_region(index)
         if region is None:
             return None
         address, size, room = region
         start = (address + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
-        end = (address + room) & ~(HUGE_PAGE - 1)
-        if end <= start:
+        if (address + room) & ~(HUGE_PAGE - 1) <= start:
             return None
         if start != self._start:  # new storage (first call, or the vector grew and moved)
-            self._start, self._advised, self._collapsed = start, start, start
+            self._start, self._advised, self._collapsed = start, 0, start
         self._written = max(start, (address + size) & ~(HUGE_PAGE - 1))
-        return end
+        return address & ~(mmap.PAGESIZE - 1), -(-(address + room) // mmap.PAGESIZE) * mmap.PAGESIZE
 
     def advise(self, index: Any) -> None:
         if not self._enabled:
             return
-        end = self._aligned(index)
-        if end is None or end <= self._advised:
+        pages = self._pages(index)
+        if pages is None or pages[1] <= self._advised:
             return
-        if _MADVISE(self._advised, end - self._advised, MADV_HUGEPAGE) != 0:  # only the part not yet marked
+        first = max(pages[0], self._advised)  # only the part not yet marked (room grown in place)
+        if _MADVISE(first, pages[1] - first, MADV_HUGEPAGE) != 0:
             self._enabled = False
             log.debug("huge pages unavailable", extra={"errno": ctypes.get_errno()})
             return
-        self._advised = end
+        self._advised = pages[1]
 
     def pending(self) -> int:
         """Bytes written and advised but not yet collapsed."""
-        return max(0, min(self._advised, self._written) - self._collapsed) if self._enabled else 0
+        return self._written - self._collapsed if self._enabled and self._advised else 0
 
     def collapse(self, index: Any, limit: int | None = None) -> None:
         """Convert up to `limit` bytes (all when None) of the advised, written storage to huge pages."""
