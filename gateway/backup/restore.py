@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+import numpy as np
+import orjson
 
 from gateway.backup import files
 from gateway.backup.create import LIST_PAGE, Progress, _quiet
@@ -158,29 +159,40 @@ def _restore_database(layers: Layers, root: Path, entry: dict[str, Any]) -> None
         )
 
 
-def _vectors(values: Any, records: list[dict[str, Any]]) -> Iterator[vector_pb2.Vector]:
-    for row, record in zip(values, records, strict=True):
-        vector = vector_pb2.Vector(id=record["id"], values=row.tolist(), namespace=record["namespace"])
-        if record["metadata"]:
-            metadata = struct_pb2.Struct()
-            metadata.update(record["metadata"])
-            vector.metadata.CopyFrom(metadata)
-        yield vector
+def _columns(values: np.ndarray, records: list[dict[str, Any]]) -> Iterator[vector_pb2.VectorColumns]:
+    """The batch in the columnar write form (values as one float32 buffer, metadata as JSON text):
+    one message per namespace, split further so no request passes gRPC's usual 4 MiB limit.
+    The service takes it without a message and a Struct per vector (~3x the rate of `Vector`s)."""
+    rows_of: dict[str, list[int]] = {}
+    for row, record in enumerate(records):
+        rows_of.setdefault(record["namespace"], []).append(row)
+    row_bytes = 4 * values.shape[1] + 16  # the values, and the fields' tags and lengths
+    for namespace, rows in rows_of.items():
+        batch: list[tuple[int, str]] = []
+        size = 0
+        for row in rows:
+            metadata = records[row]["metadata"]
+            text = orjson.dumps(metadata).decode() if metadata else ""
+            cost = row_bytes + len(records[row]["id"]) + len(text)
+            if batch and size + cost > UPSERT_BYTES:
+                yield _columns_of(values, records, batch, namespace)
+                batch, size = [], 0
+            batch.append((row, text))
+            size += cost
+        if batch:
+            yield _columns_of(values, records, batch, namespace)
 
 
-def _by_size(vectors: Iterator[vector_pb2.Vector]) -> Iterator[list[vector_pb2.Vector]]:
-    """Batches of up to UPSERT_BATCH vectors, split further so no request passes gRPC's usual 4 MiB limit."""
-    batch: list[vector_pb2.Vector] = []
-    size = 0
-    for vector in vectors:
-        cost = vector.ByteSize() + 8
-        if batch and size + cost > UPSERT_BYTES:
-            yield batch
-            batch, size = [], 0
-        batch.append(vector)
-        size += cost
-    if batch:
-        yield batch
+def _columns_of(
+    values: np.ndarray, records: list[dict[str, Any]], batch: list[tuple[int, str]], namespace: str
+) -> vector_pb2.VectorColumns:
+    rows = [row for row, _ in batch]
+    return vector_pb2.VectorColumns(
+        ids=[records[row]["id"] for row in rows],
+        values=np.ascontiguousarray(values[rows], dtype="<f4").tobytes(),
+        metadata_json=[text for _, text in batch],
+        namespace=namespace,
+    )
 
 
 def _restore_index(layers: Layers, root: Path, entry: dict[str, Any]) -> None:
@@ -203,9 +215,9 @@ def _restore_index(layers: Layers, root: Path, entry: dict[str, Any]) -> None:
     directory = (root / entry["values_file"]).parent
     with calling("vector", layers.addresses.vector, f"UpsertVectors into {name!r}"):
         for values, records in files.read_vectors(directory, UPSERT_BATCH):
-            for batch in _by_size(_vectors(values, records)):
+            for columns in _columns(values, records):
                 layers.vector.UpsertVectors(
-                    vector_pb2.UpsertVectorsRequest(index_name=name, vectors=batch), timeout=CALL_TIMEOUT
+                    vector_pb2.UpsertVectorsRequest(index_name=name, columns=columns), timeout=CALL_TIMEOUT
                 )
     index = _get_index(layers, name)
     count = index.vector_count if index else 0
