@@ -14,7 +14,7 @@ def test_a_batch_becomes_columns_per_namespace_under_the_size_limit() -> None:
     rng = np.random.default_rng(11)
     values = rng.standard_normal((2_000, 2_048)).astype(np.float32)  # 16 MB of values
     records = [
-        {"id": f"v{i}", "namespace": ["", "a", "b"][i % 3], "metadata": {"n": i, "tag": "x" * (i % 50)} if i % 4 else {}}
+        {"id": f"v{i}", "namespace": ["", "a", "b"][i % 3], "metadata": {"n": i, "tag": "x" * i} if i % 4 else {}}
         for i in range(len(values))
     ]
     seen: dict[tuple[str, str], tuple[np.ndarray, str]] = {}
