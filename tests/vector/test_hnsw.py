@@ -143,7 +143,14 @@ def test_a_snapshot_holds_the_graph_as_captured_while_adds_rewire_it(tmp_path: P
     as_captured = faiss.clone_index(index)
     records = {i: (("", f"v{i}"), "{}") for i in range(600)}
     captured = snapshots.capture(
-        mutation_id=1, next_id=600, records=records, dead=set(), index=index, values=None, hnsw=True
+        mutation_id=1,
+        next_id=600,
+        ids=list(records),
+        records=lambda ids: [records[i] for i in ids],
+        dead=set(),
+        index=index,
+        values=None,
+        hnsw=True,
     )
     index.add_with_ids(data[600:], np.arange(600, 1_200))  # grows the storage and rewires the graph
     assert any(not np.array_equal(a, b) for a, b in zip(_graph_arrays(index), _graph_arrays(as_captured), strict=True))

@@ -108,3 +108,46 @@ def test_a_snapshot_in_an_earlier_format_loads(
             pb.QueryRequest(index_name="docs", vector=[1, 3, 0, 1], top_k=6, filter=struct({"tag": "t0"}))
         )
         assert sorted(m.id for m in found.matches) == ["v0", "v2", "v4"]
+
+
+def test_a_snapshot_holds_the_records_as_captured_while_writes_replace_and_delete_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The capture lists the ids only; records deleted or replaced before the file is written
+    are kept aside for it, and the file is the state as captured."""
+    index = FaissIndex(IndexSpec("docs", DIMS, Metric.COSINE), tmp_path)
+    index.load()
+    first = _batch(0, 1_000)
+    index.write(first, True)
+    real = snapshots.write
+
+    def racing(captured: Any, out: Any, *, read_lock: Any) -> Any:
+        index.delete_keys(first.keys[:100])  # writes go on while the file is written
+        replaced = _batch(100, 100)
+        replaced.metadata[:] = [{"n": -1}] * 100
+        replaced.metadata_json[:] = ['{"n":-1}'] * 100
+        index.write(replaced, True)
+        index.write(_batch(5_000, 10), True)
+        return real(captured, out, read_lock=read_lock)
+
+    monkeypatch.setattr(snapshots, "write", racing)
+    assert index.snapshot()
+    assert index._graveyard is None  # nothing kept aside once the file is written
+    state = snapshots.read(tmp_path / storage.SNAPSHOT_FILE)
+    assert [(i, vid, parsed(text)) for i, _, vid, text in state["records"]] == [
+        (i, f"v{i}", metadata) for i, metadata in enumerate(first.metadata)
+    ]
+    expected = {
+        record.key: (record.metadata, record.values.tolist())
+        for record in index.list_page(None, None, None, 2_000, True, True).records
+    }
+    index.close()
+    reopened = FaissIndex(IndexSpec("docs", DIMS, Metric.COSINE), tmp_path)
+    reopened.load()  # the snapshot, then the log written since its capture
+    got = {
+        record.key: (record.metadata, record.values.tolist())
+        for record in reopened.list_page(None, None, None, 2_000, True, True).records
+    }
+    assert got == expected and len(got) == 910
+    assert got[VectorKey("", "v150")][0] == {"n": -1}
+    reopened.close()

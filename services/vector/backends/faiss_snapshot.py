@@ -59,7 +59,9 @@ STREAMED = -1
 class Capture:
     mutation_id: int
     next_id: int
-    records: dict[int, Any]  # internal id -> ((namespace, id), metadata JSON): a copy of the dict
+    ids: list[int]  # the internal ids of the records at the capture, increasing
+    # Their records, ((namespace, id), metadata JSON) each, as of the capture, read a piece at a time.
+    records: Callable[[list[int]], list[Any]]
     # Cosine: the caller's values of increasing internal ids, as of the capture (`ValueFiles`).
     values: Callable[[np.ndarray], np.ndarray] | None
     dead: list[int]
@@ -99,7 +101,8 @@ def capture(
     *,
     mutation_id: int,
     next_id: int,
-    records: dict[int, Any],
+    ids: list[int],
+    records: Callable[[list[int]], list[Any]],
     dead: set[int],
     index: Any,
     values: Callable[[np.ndarray], np.ndarray] | None,
@@ -109,7 +112,8 @@ def capture(
     return Capture(
         mutation_id=mutation_id,
         next_id=next_id,
-        records=dict(records),
+        ids=ids,
+        records=records,
         values=values,
         dead=sorted(dead) if hnsw else [],  # a rebuilt flat index holds no tombstones
         index=index,
@@ -131,7 +135,7 @@ def write(snap: Capture, out: Sink, *, read_lock: Callable[[], AbstractContextMa
     """Write the snapshot while writes carry on: a header, the values, then the records and the
     HNSW graph in pieces. Each piece is pickled on its own: pickling holds the GIL for as long as
     it runs, and one pickle of 100k records would stop every other thread for ~0.4 s."""
-    internal = np.fromiter(snap.records, dtype=np.int64, count=len(snap.records))
+    internal = np.array(snap.ids, dtype=np.int64)
     if np.any(internal[1:] <= internal[:-1]):  # the index adds records in id order: this is a safeguard
         internal = np.sort(internal)
     rows: Callable[[int, int], np.ndarray] | None = None
@@ -160,10 +164,8 @@ def write(snap: Capture, out: Sink, *, read_lock: Callable[[], AbstractContextMa
             block = np.ascontiguousarray(rows(start, start + step), dtype="<f4")
             out.write(block.reshape(-1).view(np.uint8).data)
     for start in range(0, len(internal), RECORDS_PER_PIECE):
-        piece = []
-        for i in internal[start : start + RECORDS_PER_PIECE].tolist():
-            (namespace, vid), text = snap.records[i]
-            piece.append((i, namespace, vid, text))
+        ids = internal[start : start + RECORDS_PER_PIECE].tolist()
+        piece = [(i, namespace, vid, text) for i, ((namespace, vid), text) in zip(ids, snap.records(ids), strict=True)]
         pickle.dump(piece, out, protocol=5)
     if graph is not None:  # FAISS writes it straight into the file, in pieces: no copy of it all in bytes
         faiss.write_index(graph, faiss.PyCallbackIOWriter(out.write, BYTES_PER_PIECE))  # type: ignore[attr-defined]
