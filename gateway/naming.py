@@ -1,4 +1,5 @@
-"""Validation of the names users choose, and how the gateway names things in each layer."""
+"""Validation of what users name and send (names, metadata, filters), and how the gateway names
+things in each layer."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import hashlib
 import json
 import re
 from typing import Any
+
+from google.protobuf import json_format, struct_pb2
 
 from services.runtime.errors import InvalidArgument
 
@@ -32,6 +35,15 @@ def check_document_id(document_id: str) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in document_id):
         raise InvalidArgument("document id must not contain control characters", reason="BAD_DOCUMENT_ID")
     return document_id
+
+
+def user_dict(struct: struct_pb2.Struct, what: str, reason: str) -> dict[str, Any]:
+    """A caller's Struct as a dict. A Struct can carry NaN and Infinity, which JSON (the form
+    metadata is stored and filters are sent in) cannot: INVALID_ARGUMENT naming `what`."""
+    try:
+        return json_format.MessageToDict(struct)
+    except ValueError as exc:
+        raise InvalidArgument(f"{what} holds NaN or Infinity, which JSON cannot carry", reason=reason) from exc
 
 
 def check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:

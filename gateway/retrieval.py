@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from gateway import naming
 from gateway.collections import Collections, call_index
@@ -60,7 +60,7 @@ class Retrieval:
         if not 1 <= top_k <= 100:
             raise InvalidArgument(f"top_k {top_k} is outside 1..100", reason="BAD_TOP_K")
         if filter_ is not None:
-            naming.check_filter(json_format.MessageToDict(filter_))
+            naming.check_filter(naming.user_dict(filter_, "the filter", "INVALID_FILTER"))
         record = await self.collections.require(collection)
         up = self.deps.upstreams
         embedded = await up.inference.call(

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
+from gateway import naming
 from gateway.app import RagApp
 from gateway.catalog import FAILED, PENDING, READY, CollectionRecord, DocumentRecord
 from gateway.retrieval import AskPlan, Hit
@@ -126,7 +127,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             request.document_id,
             data,
             request.content_type,
-            json_format.MessageToDict(request.metadata),
+            naming.user_dict(request.metadata, "document metadata", "INVALID_METADATA"),
             is_text=is_text or request.WhichOneof("content") is None,
         )
         return gateway_pb2.PutDocumentResponse(document=document_pb(record), changed=changed)

@@ -17,6 +17,11 @@ from google.protobuf.message import Message
 
 from services.runtime.errors import InvalidArgument
 
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
 _WRAPPERS_AS_SCALARS = {"google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask"}
 
 
@@ -81,8 +86,8 @@ def build_request(
     data: dict[str, Any] = {}
     if body_field and body:
         try:
-            parsed = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            parsed = json.loads(body, parse_constant=_refuse_constant)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise InvalidArgument(f"request body is not valid JSON: {exc}", reason="BAD_JSON") from exc
         if body_field == "*":
             if not isinstance(parsed, dict):

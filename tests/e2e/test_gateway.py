@@ -183,6 +183,18 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(gateway: Stub) -> None:
         gateway.PutDocument,
         gateway_pb2.PutDocumentRequest(collection="missing-collection", text="x"),
     )
+    for bad in (float("nan"), float("inf")):  # a Struct carries them; JSON, and the stored metadata, cannot
+        error = expect(
+            invalid,
+            gateway.PutDocument,
+            gateway_pb2.PutDocumentRequest(collection=name, document_id="nan", text="x", metadata=struct({"n": bad})),
+        )
+        assert "NaN or Infinity" in (error.details() or "")
+        expect(
+            invalid,
+            gateway.Search,
+            gateway_pb2.SearchRequest(collection=name, query="x", filter=struct({"n": {"$lt": bad}})),
+        )
     expect(invalid, gateway.Search, gateway_pb2.SearchRequest(collection=name, query="  "))
     expect(invalid, gateway.Search, gateway_pb2.SearchRequest(collection=name, query="x", top_k=101))
     expect(invalid, gateway.ListDocuments, gateway_pb2.ListDocumentsRequest(collection=name, page_size=5000))

@@ -67,6 +67,10 @@ def test_errors_have_http_codes_and_json_body(rest: httpx.Client) -> None:
 
     not_json = rest.post("/v1/collections", content=b"{nope", headers={"content-type": "application/json"})
     assert not_json.status_code == 400
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):  # Python's parser takes them; JSON has none
+        body = b'{"document_id": "x", "text": "owls", "metadata": {"n": ' + constant + b"}}"
+        reply = rest.post("/v1/collections/any/documents", content=body, headers={"content-type": "application/json"})
+        assert reply.status_code == 400 and reply.json()["error"]["details"][0]["reason"] == "BAD_JSON", reply.text
 
     name = new_collection(rest)
     duplicate = rest.post("/v1/collections", json={"name": name})

@@ -133,6 +133,9 @@ def test_bad_queries(vector, index: str, kwargs: dict, words: list[str]) -> None
         ({"a..b": 1}, ["a..b"]),
         ({"a": {}}, ["empty"]),
         ({"$not": [{"a": 1}]}, ["object"]),
+        ({"a": {"$lt": math.nan}}, ["$lt", "finite"]),
+        ({"a": math.inf}, ["finite"]),
+        ({"a": {"$in": [1, -math.inf]}}, ["$in", "finite"]),
     ],
 )
 def test_malformed_filters(vector, index: str, where: dict, words: list[str]) -> None:
