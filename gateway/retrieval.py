@@ -8,6 +8,7 @@ current generation.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -103,6 +104,11 @@ class Retrieval:
             raise InvalidArgument("question must not be empty", reason="EMPTY_QUESTION")
         if options.max_tokens < 0:
             raise InvalidArgument("max_tokens must not be negative", reason="BAD_MAX_TOKENS")
+        if options.HasField("min_score") and not math.isfinite(options.min_score):
+            # NaN compares false with every score: the answer would silently use no source.
+            raise InvalidArgument(
+                f"min_score is {options.min_score}; it must be a finite number", reason="BAD_MIN_SCORE"
+            )
         filter_ = options.filter if options.HasField("filter") else None
         hits = await self.search(collection, question, top_k, filter_)
         threshold = options.min_score if options.HasField("min_score") else self.deps.settings.min_score

@@ -245,3 +245,10 @@ def test_ask_without_relevant_chunks_says_so(gateway: Stub) -> None:
     )
     assert not reply.found and not reply.sources
     assert "could not find" in reply.answer
+    for bad in (float("nan"), float("inf")):  # NaN would silently match no chunk
+        error = expect(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            gateway.Ask,
+            gateway_pb2.AskRequest(collection=name, question="Tulips?", options=gateway_pb2.AskOptions(min_score=bad)),
+        )
+        assert "min_score" in (error.details() or "")
