@@ -161,8 +161,18 @@ def single_threaded() -> None:
 
 
 def _normalised(values: Vector32) -> Vector32:
+    """Each row scaled to unit length. FAISS computes the norm in float32: a row whose sum of
+    squares overflows (values past ~1e19) came out all zeros, and one whose sum underflows or is
+    subnormal (values under ~1e-19) came out unscaled, so cosine scores against them were
+    wrong. Those few rows are scaled in float64, which holds every float32's square."""
     out = np.array(values, dtype=np.float32, copy=True)
+    squares = np.einsum("ij,ij->i", out, out)
     faiss.normalize_L2(out)
+    outside = ~((squares >= np.finfo(np.float32).tiny) & (squares < np.inf))
+    if outside.any():
+        rows = np.asarray(values, dtype=np.float64)[outside]
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        out[outside] = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
     return out
 
 
