@@ -126,7 +126,7 @@ class VectorCore:
         name: str,
         dimensions: int,
         metric: Metric | None,
-        index_type: IndexType,
+        index_type: IndexType | None,
         hnsw: dict[str, int] | None,
         description: str,
         hnsw_defaults: HnswParams,
@@ -138,6 +138,8 @@ class VectorCore:
             )
         if metric is None:
             raise InvalidArgument("metric must be set: cosine, euclidean or dot-product", reason="INVALID_METRIC")
+        if index_type is None:
+            raise InvalidArgument("index_type must be unset, FLAT or HNSW", reason="INVALID_INDEX_TYPE")
         if len(description.encode()) > MAX_DESCRIPTION_BYTES:
             raise InvalidArgument(
                 f"description is {len(description.encode())} bytes; the limit is {MAX_DESCRIPTION_BYTES}",

@@ -111,7 +111,7 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
             request.name,
             request.dimensions,
             _METRICS.get(request.metric),
-            _INDEX_TYPES.get(request.index_type, IndexType.FLAT),
+            _INDEX_TYPES.get(request.index_type),
             hnsw,
             request.description,
             self.hnsw_defaults,

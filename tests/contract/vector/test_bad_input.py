@@ -30,6 +30,8 @@ def _state(vector, index: str) -> tuple[int, int, list[str]]:
         ({"name": "ok", "dimensions": 0, "metric": pb.METRIC_COSINE}, ["dimensions", "0"]),
         ({"name": "ok", "dimensions": 4097, "metric": pb.METRIC_COSINE}, ["dimensions", "4097"]),
         ({"name": "ok", "dimensions": 4}, ["metric"]),
+        ({"name": "ok", "dimensions": 4, "metric": 99}, ["metric"]),
+        ({"name": "ok", "dimensions": 4, "metric": pb.METRIC_COSINE, "index_type": 99}, ["index_type"]),
         (
             {
                 "name": "ok",
