@@ -15,6 +15,7 @@ from services.metadata.model import (
     StatementResult,
     bulk_returns_rows,
     mark_statement,
+    nan_parameter,
 )
 from services.metadata.names import check_name, name_from_page_token, page_token_for
 from services.metadata.sqltext import leading_keyword, reject_transaction_control
@@ -126,5 +127,10 @@ def _check_statement(statement: Statement, index: int, *, in_batch: bool) -> Non
         reject_transaction_control(statement.sql)
         if statement.bulk is not None and leading_keyword(statement.sql) in _QUERY_KEYWORDS:
             raise bulk_returns_rows()
+        params = statement.params
+        if float in map(type, params):
+            for position, value in enumerate(params):
+                if value != value:  # only NaN is unequal to itself
+                    raise nan_parameter(f"parameter {position + 1}")
     except StrataError as error:
         raise mark_statement(error, index, in_batch=in_batch) from None

@@ -136,3 +136,12 @@ class ResultBudget:
                 reason="RESPONSE_TOO_LARGE",
                 metadata={"max_response_bytes": str(self.limits.max_response_bytes)},
             )
+
+
+def nan_parameter(where: str) -> InvalidArgument:
+    """SQLite stores a NaN as NULL, and PostgreSQL keeps it: refused on every engine, so that no
+    value changes on its way in and both answer alike."""
+    return InvalidArgument(
+        f"{where} is NaN, which SQL engines do not agree on (SQLite stores NULL); send null or a number",
+        reason="NAN_PARAMETER",
+    )

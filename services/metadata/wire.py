@@ -7,11 +7,20 @@ a message and copying it into a repeated field costs several times more, and a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from google.protobuf import struct_pb2
 
-from services.metadata.model import Columns, DatabaseInfo, SqlValue, Statement, StatementResult, mark_statement
+from services.metadata.model import (
+    Columns,
+    DatabaseInfo,
+    SqlValue,
+    Statement,
+    StatementResult,
+    mark_statement,
+    nan_parameter,
+)
 from services.runtime.errors import InvalidArgument, StrataError
 from strata.metadata.v1 import metadata_pb2 as pb
 
@@ -88,6 +97,8 @@ def columns_from_proto(bulk: pb.ParamColumns) -> Columns:
         if len(typed) > 1:
             raise InvalidArgument(f"column {position} sets more than one typed list", reason="INVALID_COLUMN")
         nulls = column.null_rows
+        if column.double_values and any(map(math.isnan, column.double_values)):
+            raise nan_parameter(f"column {position}")
         if typed:
             if len(typed[0]) != count:
                 raise InvalidArgument(

@@ -130,6 +130,13 @@ def _bulk(row_count: int, *lists: dict[str, Any]) -> pb.ParamColumns:
             ),
             "either params or columns",
         ),
+        (
+            pb.Statement(
+                sql="INSERT INTO t (id, score) VALUES (?, ?)",
+                columns=_bulk(2, {"int_values": [1, 2]}, {"double_values": [0.5, float("nan")]}),
+            ),
+            "column 1 is NaN",
+        ),
         (pb.Statement(sql="SELECT id FROM t WHERE id = ?", columns=_bulk(1, {"int_values": [1]})), "returns no rows"),
         (
             pb.Statement(sql="INSERT INTO t (id) VALUES (?) RETURNING id", columns=_bulk(1, {"int_values": [1]})),
@@ -149,6 +156,7 @@ def _bulk(row_count: int, *lists: dict[str, Any]) -> pb.ParamColumns:
         "missing-values",
         "null-row-out-of-range",
         "both",
+        "nan",
         "select",
         "returning",
         "arity",

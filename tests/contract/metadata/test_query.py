@@ -106,6 +106,13 @@ def test_wrong_parameter_count_is_invalid_argument(stub: Stub, db: str, params: 
     expect_error(grpc.StatusCode.INVALID_ARGUMENT, query, stub, db, "SELECT ?", *params)
 
 
+def test_a_nan_parameter_is_invalid_argument_on_every_engine(stub: Stub, db: str) -> None:
+    """SQLite would store NULL in its place, PostgreSQL NaN: refused, so nothing changes on the way in."""
+    error = expect_error(grpc.StatusCode.INVALID_ARGUMENT, query, stub, db, "SELECT ?, ?", 1.5, math.nan)
+    assert "parameter 2 is NaN" in error.details() and error_info(error).reason == "NAN_PARAMETER"
+    assert rows(query(stub, db, "SELECT ?", math.inf)) == [(math.inf,)]  # infinity both engines keep
+
+
 @pytest.mark.parametrize(
     "sql",
     [
