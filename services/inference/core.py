@@ -27,6 +27,11 @@ from services.runtime.errors import InvalidArgument, NotFound
 MAX_STOP_SEQUENCES = 4
 
 
+def _a(word: str) -> str:
+    """The word with its indefinite article ("an embedding", "a generation")."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
 class InferenceCore:
     """What every RPC does, over one backend."""
 
@@ -102,7 +107,7 @@ class InferenceCore:
             if model.name == name:
                 if model.task is not task:
                     raise InvalidArgument(
-                        f"model {name!r} is a {model.task.value} model, not a {task.value} model",
+                        f"model {name!r} is {_a(model.task.value)} model, not {_a(task.value)} model",
                         reason="WRONG_MODEL_TASK",
                         metadata={"model": name, "task": model.task.value},
                     )
@@ -210,7 +215,8 @@ class InferenceCore:
         for index, message in enumerate(messages):
             if message.role is None:
                 raise InvalidArgument(
-                    f"message {index} has no role; use ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT",
+                    f"message {index} has no role, or one this server does not know; "
+                    "use ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT",
                     reason="INVALID_ROLE",
                     metadata={"index": str(index)},
                 )
