@@ -313,3 +313,25 @@ def test_where_there_is_no_fdatasync_writes_are_fsynced_and_survive(
     reopened.load()
     assert [record.key for record in reopened.get_keys(keys)] == keys
     reopened.close()
+
+
+@pytest.mark.parametrize("namespaces", [["", ""], ["a", "b"]])
+def test_a_frame_built_ahead_is_the_frame_built_in_the_group_commit(namespaces: list[str]) -> None:
+    """Writes build their frame before queueing and the group commit only numbers it: the bytes
+    must be those of a frame built whole, CRC included, so that replay reads either alike."""
+    from services.vector.backends import faiss_storage as storage
+    from services.vector.model import make_key
+
+    keys = [make_key((namespace, f"v{i}")) for i, namespace in enumerate(namespaces)]
+    values = np.arange(8, dtype=np.float32).reshape(2, 4)
+    texts = ['{"a":1}', '{"b":[2,"x"]}']
+    whole = storage.LogEntry(7, "upsert", keys, values, [{}, {}], texts)
+    ahead = storage.LogEntry(
+        7, "upsert", keys, values, [{}, {}], texts, framed=storage.frame_ahead("upsert", keys, values, texts)
+    )
+    assert b"".join(map(bytes, ahead.frame())) == b"".join(map(bytes, whole.frame()))
+    frame = b"".join(map(bytes, ahead.frame()))
+    length, crc = struct_.unpack_from("<II", frame)
+    assert crc == zlib.crc32(frame[8:]) and length == len(frame) - 8
+    decoded = storage.LogEntry.decode(frame[8:], 4)
+    assert (decoded.mutation_id, decoded.keys, decoded.values.tolist()) == (7, keys, values.tolist())

@@ -283,16 +283,17 @@ class FaissIndex:
     # ---- writes ----------------------------------------------------------------------
 
     def write(self, batch: VectorBatch, replace: bool) -> WriteResult:
-        # Normalising (a copy of the batch) happens here, in the caller's thread, not in the
-        # group commit that every write queues for.
+        # Normalising (a copy of the batch) and the log frame happen here, in the caller's
+        # thread, not in the group commit that every write queues for.
         prepared = self._prepare(batch.values)
+        framed = storage.frame_ahead("upsert", batch.keys, batch.values, batch.metadata_json)
 
         def plan(pending: _Pending, mutation_id: int) -> tuple[storage.LogEntry, WriteResult, Vector32 | None]:
             skipped = [] if replace else [key for key in batch.keys if pending.exists(key)]
             if not skipped:  # every vector is written: the batch's own lists, no copies
                 pending.changes.update(zip(batch.keys, batch.metadata, strict=True))
                 entry = storage.LogEntry(
-                    mutation_id, "upsert", batch.keys, batch.values, batch.metadata, batch.metadata_json
+                    mutation_id, "upsert", batch.keys, batch.values, batch.metadata, batch.metadata_json, framed=framed
                 )
                 return entry, WriteResult(mutation_id, len(batch.keys), []), prepared
             keep = [i for i, key in enumerate(batch.keys) if not pending.exists(key)]

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import orjson
-from zlib_ng.zlib_ng import crc32  # zlib's CRC-32, computed with SIMD
+from zlib_ng.zlib_ng import crc32, crc32_combine  # zlib's CRC-32, computed with SIMD
 
 from services.vector.model import (
     HnswParams,
@@ -133,6 +133,36 @@ def read_spec(directory: Path) -> IndexSpec:
     return spec_from_json(json.loads((directory / SPEC_FILE).read_text()))
 
 
+@dataclass(frozen=True)
+class Framed:
+    """An entry's log frame but for its mutation id, built before the write queues for the group
+    commit: the header after its "m" field, the values as bytes, and their CRC. The group commit
+    then only numbers the entry (`LogEntry.frame`), where building the frame there held every
+    write of the next group waiting (0.7-1.1 ms per 1,000-vector batch in the service: the CRC
+    lets go of the GIL, and the log writer waited to get it back)."""
+
+    tail: bytes
+    body: memoryview | None
+    body_crc: int
+
+
+def frame_ahead(op: str, keys: list[VectorKey], values: Vector32 | None, metadata_json: list[str] | None) -> Framed:
+    namespaces, ids = zip(*keys, strict=True) if keys else ((), ())
+    distinct = set(namespaces)
+    header: dict[str, Any] = {
+        "op": op,
+        "ns": distinct.pop() if len(distinct) == 1 else namespaces,  # one for all, or one per id
+        "ids": ids,
+    }
+    tail = orjson.dumps(header)[1:]  # `"op":...}`: the entry's number goes before it
+    if metadata_json is not None:  # the JSON texts the core checked, spliced in as they are
+        tail = tail[:-1] + b',"md":[' + ",".join(metadata_json).encode() + b"]}"
+    if values is None:
+        return Framed(tail, None, 0)
+    body = memoryview(np.ascontiguousarray(values, dtype="<f4").reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+    return Framed(tail, body, crc32(body))
+
+
 @dataclass
 class LogEntry:
     """One applied mutation, already resolved (an insert logs only what it inserted)."""
@@ -147,26 +177,18 @@ class LogEntry:
     # Where the log holds an upsert's values, once written or replayed: (rows, file, offset) for
     # each stretch of them (one, or one per entry when replayed entries are merged).
     values_at: list[tuple[int, Path, int]] | None = None
+    # The frame built ahead from these keys, values and texts (`frame_ahead`), if it was.
+    framed: Framed | None = None
 
     def frame(self) -> list[bytes | memoryview]:
         """The entry's log frame as buffers to write in order (the values are not copied)."""
-        namespaces, ids = zip(*self.keys, strict=True) if self.keys else ((), ())
-        distinct = set(namespaces)
-        header: dict[str, Any] = {
-            "m": self.mutation_id,
-            "op": self.op,
-            "ns": distinct.pop() if len(distinct) == 1 else namespaces,  # one for all, or one per id
-            "ids": ids,
-        }
-        head = orjson.dumps(header)
-        if self.metadata_json is not None:  # the JSON texts the core checked, spliced in as they are
-            head = head[:-1] + b',"md":[' + ",".join(self.metadata_json).encode() + b"]}"
+        framed = self.framed or frame_ahead(self.op, self.keys, self.values, self.metadata_json)
+        head = b'{"m":%d,' % self.mutation_id + framed.tail
         prefix = _HEADER_LEN.pack(len(head)) + head
-        if self.values is None:
+        if framed.body is None:
             return [_FRAME.pack(len(prefix), crc32(prefix)), prefix]
-        body = memoryview(np.ascontiguousarray(self.values, dtype="<f4").reshape(-1).view(np.uint8))  # type: ignore[arg-type]
-        crc = crc32(body, crc32(prefix))
-        return [_FRAME.pack(len(prefix) + len(body), crc), prefix, body]
+        crc = crc32_combine(crc32(prefix), framed.body_crc, len(framed.body))
+        return [_FRAME.pack(len(prefix) + len(framed.body), crc), prefix, framed.body]
 
     @classmethod
     def decode(cls, payload: bytes, dimensions: int) -> LogEntry:
