@@ -37,6 +37,7 @@ import errno
 import logging
 import mmap
 import sys
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -141,7 +142,12 @@ _REALLOC = _realloc()
 
 def _pointers(vector: Any) -> Any:
     """The (begin, end, end of storage) pointers of a SWIG-wrapped std::vector."""
-    return (ctypes.c_size_t * 3).from_address(int(vector.this))
+    return _pointers_at(int(vector.this))
+
+
+def _pointers_at(address: int) -> Any:
+    """The (begin, end, end of storage) pointers of the std::vector at `address`."""
+    return (ctypes.c_size_t * 3).from_address(address)
 
 
 def _room(vector: Any) -> int:
@@ -153,7 +159,11 @@ def _room(vector: Any) -> int:
 def _grow(vector: Any, capacity: int) -> None:
     """Give a std::vector `capacity` bytes of room (more than it has), keeping its contents; the
     new room is left untouched. The caller holds off every reader of the vector."""
-    pointers = _pointers(vector)
+    _grow_at(int(vector.this), capacity)
+
+
+def _grow_at(address: int, capacity: int) -> None:
+    pointers = _pointers_at(address)
     begin, end, _ = pointers
     grown = _REALLOC(begin or None, capacity)
     if not grown:
@@ -198,28 +208,56 @@ def _check_vectors() -> bool:
 _GROWS = _check_vectors()
 
 
-def _needs(index: Any, storage: Any, rows: int) -> list[tuple[Any, Any, int]]:
-    """(std::vector, its MaybeOwnedVector or None, bytes it must hold) for each array an add of
-    `rows` vectors appends to: the vectors, IndexIDMap2's ids and, for HNSW, the graph's."""
-    codes = storage.codes
-    needs = [
-        (codes.owned_data, codes, codes.size() + rows * storage.code_size),
-        (index.id_map, None, (index.id_map.size() + rows) * 8),
-    ]
-    inner = faiss.downcast_index(index.index)
-    graph = getattr(inner, "hnsw", None)
-    if graph is not None and graph.neighbors.is_owned:
-        count = graph.levels.size()
-        # Each vector takes 2M neighbour slots on level 0 and M on each level above; one level
-        # above each is more than the levels' odds give (1/M, 1/M^2...), and an add that still
-        # outgrows it is grown by FAISS itself.
-        slots = graph.cum_nb_neighbors(2)
-        needs += [
-            (graph.levels, None, (count + rows) * 4),
-            (graph.offsets, None, (count + 1 + rows) * 8),
-            (graph.neighbors.owned_data, graph.neighbors, (graph.neighbors.size() + rows * slots) * 4),
-        ]
-    return needs
+class _Arrays:
+    """The arrays an add to an IndexIDMap2 over a flat or HNSW-flat index appends to, found once
+    per index object: the vectors, the ids and, for HNSW, the graph's levels, offsets and
+    neighbour lists. Every FAISS call lets go of the GIL, and in a busy service getting it back
+    waits behind other threads (0.1-0.2 ms a call measured beside one busy thread, about ten
+    calls a write, in the section every other write waits for): the write path reads the arrays'
+    pointers with ctypes instead, and calls FAISS only when one must grow."""
+
+    def __init__(self, index: Any) -> None:
+        self._index = weakref.ref(index)  # the index owns the arrays; they are only read here
+        storage = _storage(index)
+        codes = getattr(storage, "codes", None)
+        self.grows = bool(_GROWS and codes is not None and codes.is_owned)
+        # (address of the std::vector, the MaybeOwnedVector pointing at it or None, bytes per vector)
+        self.arrays: list[tuple[int, Any, int]] = []
+        if codes is None or not self.grows:
+            return
+        self.arrays = [(int(codes.owned_data.this), codes, int(storage.code_size)), (int(index.id_map.this), None, 8)]
+        graph = getattr(faiss.downcast_index(index.index), "hnsw", None)
+        if graph is not None and graph.neighbors.is_owned:
+            # Each vector takes 2M neighbour slots on level 0 and M on each level above; one level
+            # above each is more than the levels' odds give (1/M, 1/M^2...), and an add that still
+            # outgrows it is grown by FAISS itself.
+            slots = int(graph.cum_nb_neighbors(2))
+            self.arrays += [
+                (int(graph.levels.this), None, 4),
+                (int(graph.offsets.this), None, 8),
+                (int(graph.neighbors.owned_data.this), graph.neighbors, slots * 4),
+            ]
+
+    def of(self, index: Any) -> bool:
+        return self._index() is index
+
+    def stored(self) -> tuple[int, int, int]:
+        """(address, bytes used, bytes of room) of the vectors."""
+        begin, end, stored = _pointers_at(self.arrays[0][0])
+        return int(begin), int(end - begin), int(stored - begin)
+
+    def needs(self, rows: int) -> list[tuple[int, Any, int, int]]:
+        """(address, MaybeOwnedVector or None, bytes it must hold, bytes of room) for each array,
+        for an add of `rows` vectors."""
+        out = []
+        for address, wrapper, per_vector in self.arrays:
+            begin, end, stored = _pointers_at(address)
+            out.append((address, wrapper, int(end - begin) + rows * per_vector, int(stored - begin)))
+        return out
+
+
+def _arrays(cached: _Arrays | None, index: Any) -> _Arrays:
+    return cached if cached is not None and cached.of(index) else _Arrays(index)
 
 
 class Capacity:
@@ -229,22 +267,23 @@ class Capacity:
     def __init__(self) -> None:
         self._address = 0  # of the buffer populated so far
         self._populated = 0  # the buffer's bytes faulted in ahead (`populate_later`) so far
+        self._arrays: _Arrays | None = None
 
     def reserve(self, index: Any, rows: int, exclusive: Callable[[], AbstractContextManager[Any]]) -> None:
         """Make room for `rows` more vectors, taking `exclusive()` only if a buffer must grow."""
-        storage = _storage(index)
-        codes = getattr(storage, "codes", None)
-        if rows <= 0 or codes is None or not codes.is_owned or not _GROWS:
+        arrays = self._arrays = _arrays(self._arrays, index)
+        if rows <= 0 or not arrays.grows:
             return
-        needs = _needs(index, storage, rows)
-        short = [(vector, wrapper, need) for vector, wrapper, need in needs if need > _room(vector)]
+        needs = arrays.needs(rows)
+        short = [(address, wrapper, need, room) for address, wrapper, need, room in needs if need > room]
         if short:
             with exclusive():
-                for vector, wrapper, need in short:
-                    _grow(vector, _mapped_size(max(need, 2 * _room(vector))))  # as FAISS's own growth, no copy
+                for address, wrapper, need, room in short:
+                    _grow_at(address, _mapped_size(max(need, 2 * room)))  # as FAISS's own growth, no copy
                     if wrapper is not None:
                         wrapper.resize(wrapper.size())  # points FAISS at the buffer (it caches the address)
-        begin, _, stored = _pointers(codes.owned_data)
+        begin, _, room = arrays.stored()
+        stored = begin + room
         need = needs[0][2]
         if begin != self._address:
             self._address, self._populated = begin, 0  # another buffer
@@ -286,11 +325,20 @@ class HugePages:
         self._written = 0  # end of the whole huge pages written
         self._collapsed = 0  # end of the range already collapsed
         self._enabled = enabled and _MADVISE is not None
+        self._arrays: _Arrays | None = None
+
+    def _region(self, index: Any) -> tuple[int, int, int] | None:
+        """`_stored_region`, read with ctypes where the storage's vector can be (see `_Arrays`)."""
+        arrays = self._arrays = _arrays(self._arrays, index)
+        if not arrays.grows:
+            return _stored_region(index)
+        address, size, room = arrays.stored()
+        return (address, size, room) if size else None
 
     def _pages(self, index: Any) -> tuple[int, int] | None:
         """The storage's buffer as whole pages, [first, end) (None: not one whole huge page
         yet); notes where its written huge pages end."""
-        region = _stored_region(index)
+        region = self._region(index)
         if region is None:
             return None
         address, size, room = region
