@@ -455,7 +455,9 @@ class FaissIndex:
         new_ids = None
         if entry.op == "upsert":
             assert entry.values is not None and entry.metadata is not None
-            new_ids = np.arange(self._next_id, self._next_id + len(entry.keys), dtype=np.int64)
+            # Not np.arange: filling an array lets go of the GIL, and this runs where every other
+            # write waits (see `faiss_memory._Arrays`).
+            new_ids = np.fromiter(range(self._next_id, self._next_id + len(entry.keys)), np.int64, len(entry.keys))
             if vectors is None:
                 vectors = self._prepare(entry.values)
         single_threaded()
