@@ -19,6 +19,13 @@ from strata.blob.v1 import blob_pb2, blob_pb2_grpc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
+# metadata_directive -> whether CopyObject replaces the metadata (None: a value this server does not know)
+_REPLACE_METADATA = {
+    blob_pb2.METADATA_DIRECTIVE_UNSPECIFIED: False,
+    blob_pb2.METADATA_DIRECTIVE_COPY: False,
+    blob_pb2.METADATA_DIRECTIVE_REPLACE: True,
+}
+
 
 def _time(value: datetime) -> timestamp_pb2.Timestamp:
     # Arithmetic instead of Timestamp.FromDatetime: listings convert a thousand of these per page.
@@ -149,7 +156,7 @@ class BlobServicer(blob_pb2_grpc.BlobServiceServicer):
             request.source_key,
             request.destination_bucket,
             request.destination_key,
-            request.metadata_directive == blob_pb2.METADATA_DIRECTIVE_REPLACE,
+            _REPLACE_METADATA.get(request.metadata_directive),
             request.content_type,
             request.metadata,
             _conditions(request.source_conditions),

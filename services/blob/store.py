@@ -352,7 +352,7 @@ class BlobStore:
         source_key: str,
         bucket: str,
         key: str,
-        replace_metadata: bool,
+        replace_metadata: bool | None,
         content_type: str,
         metadata: Mapping[str, str],
         source_conditions: Conditions,
@@ -360,6 +360,8 @@ class BlobStore:
     ) -> ObjectInfo:
         names.bucket_name(bucket)
         names.object_key(key, "destination key")
+        if replace_metadata is None:
+            raise InvalidArgument("metadata_directive must be unset, COPY or REPLACE", reason="INVALID_DIRECTIVE")
         if replace_metadata:
             content_type = names.content_type(content_type)
             metadata = names.metadata(metadata)

@@ -61,6 +61,7 @@ def test_copy_errors(stub, bucket) -> None:
     cases = [
         ({"source_key": "missing", "destination_key": "d"}, grpc.StatusCode.NOT_FOUND),
         ({"source_key": "src", "destination_key": ""}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"source_key": "src", "destination_key": "d", "metadata_directive": 99}, grpc.StatusCode.INVALID_ARGUMENT),
         (
             {"source_key": "src", "destination_key": "d", "source_conditions": blob_pb2.Conditions(if_match="0" * 32)},
             grpc.StatusCode.FAILED_PRECONDITION,
