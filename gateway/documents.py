@@ -307,8 +307,10 @@ class Documents:
         return record
 
     async def list(
-        self, collection: str, page_size: int, page_token: str, status: str
+        self, collection: str, page_size: int, page_token: str, status: str | None
     ) -> tuple[list[DocumentRecord], str]:
+        if status is None:  # an enum value this server does not know
+            raise InvalidArgument("status must be unset, PENDING, READY or FAILED", reason="BAD_STATUS")
         await self.collections.require(collection)
         limit = page_limit(page_size)
         records = await self.deps.catalog.list_documents(collection, page_token, limit + 1, STATUSES[status])

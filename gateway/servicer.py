@@ -140,7 +140,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def ListDocuments(self, request: gateway_pb2.ListDocumentsRequest, context: Any) -> Any:
         _follow_deadline(context)
         records, token = await self.app.documents.list(
-            request.collection, request.page_size, request.page_token, _STATUS_FROM_PB.get(request.status, "")
+            request.collection, request.page_size, request.page_token, _STATUS_FROM_PB.get(request.status)
         )
         return gateway_pb2.ListDocumentsResponse(documents=[document_pb(r) for r in records], next_page_token=token)
 

@@ -198,6 +198,7 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(gateway: Stub) -> None:
     expect(invalid, gateway.Search, gateway_pb2.SearchRequest(collection=name, query="  "))
     expect(invalid, gateway.Search, gateway_pb2.SearchRequest(collection=name, query="x", top_k=101))
     expect(invalid, gateway.ListDocuments, gateway_pb2.ListDocumentsRequest(collection=name, page_size=5000))
+    expect(invalid, gateway.ListDocuments, gateway_pb2.ListDocumentsRequest(collection=name, status=99))  # type: ignore[arg-type]
     listed = gateway.ListDocuments(gateway_pb2.ListDocumentsRequest(collection=name))
     assert not listed.documents, "a rejected document must leave nothing behind"
     names = {c.name for c in gateway.ListCollections(gateway_pb2.ListCollectionsRequest(page_size=1000)).collections}
