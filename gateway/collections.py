@@ -9,7 +9,7 @@ import grpc
 from gateway import naming
 from gateway.catalog import CollectionRecord, now_us
 from gateway.deps import Deps
-from gateway.paging import page_limit, split_page
+from gateway.paging import after_key, page_limit, split_page
 from gateway.upstreams import UpstreamError
 from services.runtime.errors import AlreadyExists, InvalidArgument, NotFound
 from strata.blob.v1 import blob_pb2
@@ -116,8 +116,8 @@ class Collections:
 
     async def list(self, page_size: int, page_token: str) -> tuple[list[CollectionRecord], str]:
         limit = page_limit(page_size)
-        records = await self.deps.catalog.list_collections(page_token, limit + 1)
-        return split_page(records, limit, lambda r: r.name)
+        records = await self.deps.catalog.list_collections(after_key(page_token, "collections"), limit + 1)
+        return split_page(records, limit, lambda r: r.name, "collections")
 
     async def delete(self, name: str) -> None:
         record = await self.deps.catalog.get_collection(name)

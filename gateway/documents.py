@@ -25,7 +25,7 @@ from gateway.chunking import chunk_text
 from gateway.collections import Collections, call_index, delete_blob_prefix
 from gateway.deps import Deps
 from gateway.extract import extract_text, normalize_content_type
-from gateway.paging import page_limit, split_page
+from gateway.paging import after_key, page_limit, split_page
 from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted, StrataError
 from strata.blob.v1 import blob_pb2
 from strata.inference.v1 import inference_pb2
@@ -313,8 +313,9 @@ class Documents:
             raise InvalidArgument("status must be unset, PENDING, READY or FAILED", reason="BAD_STATUS")
         await self.collections.require(collection)
         limit = page_limit(page_size)
-        records = await self.deps.catalog.list_documents(collection, page_token, limit + 1, STATUSES[status])
-        return split_page(records, limit, lambda r: r.id)
+        after = after_key(page_token, "documents")
+        records = await self.deps.catalog.list_documents(collection, after, limit + 1, STATUSES[status])
+        return split_page(records, limit, lambda r: r.id, "documents")
 
     async def delete(self, collection: str, document_id: str) -> None:
         await self.collections.require(collection)

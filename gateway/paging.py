@@ -1,7 +1,12 @@
-"""Page size and token rules shared by the gateway's List RPCs: the token is the last key returned."""
+"""Page size and token rules shared by the gateway's List RPCs: a token carries the last key
+returned and what it lists, so a token this service did not issue (or one from another listing)
+is refused rather than read as a key."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -19,8 +24,31 @@ def page_limit(page_size: int) -> int:
     return page_size or DEFAULT_PAGE_SIZE
 
 
-def split_page(records: Sequence[T], limit: int, key: Callable[[T], str]) -> tuple[list[T], str]:
+def split_page(records: Sequence[T], limit: int, key: Callable[[T], str], listing: str) -> tuple[list[T], str]:
     """`records` were fetched with limit + 1: the page, and the next token ("" on the last page)."""
     if len(records) > limit:
-        return list(records[:limit]), key(records[limit - 1])
+        last = key(records[limit - 1])
+        text = json.dumps([listing, last], separators=(",", ":"))
+        return list(records[:limit]), base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
     return list(records), ""
+
+
+def after_key(page_token: str, listing: str) -> str:
+    """The key a page token says to start after ("" for none); INVALID_ARGUMENT for a token
+    this service did not issue for `listing`."""
+    if not page_token:
+        return ""
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(page_token + "=" * (-len(page_token) % 4)))
+    except (binascii.Error, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _bad_token(page_token, listing) from exc
+    if not (isinstance(decoded, list) and len(decoded) == 2 and decoded[0] == listing and isinstance(decoded[1], str)):
+        raise _bad_token(page_token, listing)
+    return decoded[1]
+
+
+def _bad_token(page_token: str, listing: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"page_token {page_token[:40]!r} is not one this service issued for listing {listing}",
+        reason="BAD_PAGE_TOKEN",
+    )

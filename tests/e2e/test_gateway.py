@@ -96,6 +96,16 @@ def test_list_documents_pages_and_filters_by_status(gateway: Stub) -> None:
         if not token:
             break
     assert seen == [f"doc-{i}" for i in range(5)]
+    # A token is refused unless this service issued it for this listing (a bare id was taken as one).
+    collections_token = gateway.ListCollections(gateway_pb2.ListCollectionsRequest(page_size=1)).next_page_token
+    assert collections_token
+    for bad in ("doc-1", "!!!", collections_token):
+        error = expect(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            gateway.ListDocuments,
+            gateway_pb2.ListDocumentsRequest(collection=name, page_token=bad),
+        )
+        assert "page_token" in (error.details() or "")
     ready = gateway.ListDocuments(
         gateway_pb2.ListDocumentsRequest(collection=name, status=gateway_pb2.DOCUMENT_STATUS_READY)
     )
