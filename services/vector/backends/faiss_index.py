@@ -170,7 +170,7 @@ def _normalised(values: Vector32) -> Vector32:
     faiss.normalize_L2(out)
     outside = ~((squares >= np.finfo(np.float32).tiny) & (squares < np.inf))
     if outside.any():
-        rows = np.asarray(values, dtype=np.float64)[outside]
+        rows = np.asarray(values)[outside].astype(np.float64)
         norms = np.linalg.norm(rows, axis=1, keepdims=True)
         out[outside] = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
     return out
