@@ -10,6 +10,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+import pytest
 
 from services.vector.backends import faiss_snapshot as snapshots
 from services.vector.backends import faiss_storage as storage
@@ -133,13 +134,18 @@ def _graph_arrays(index: Any) -> list[np.ndarray]:
     ]
 
 
-def test_a_snapshot_holds_the_graph_as_captured_while_adds_rewire_it(tmp_path: Path) -> None:
-    """The capture copies only the graph's arrays; the vectors and ids are read while the file is
-    written, after later adds have grown them and rewired the neighbour lists of earlier vectors.
-    The snapshot is still the index as captured, to the byte, and searches it alike."""
+@pytest.mark.parametrize("room", ["none", "made ahead", "outgrown"])
+def test_a_snapshot_holds_the_graph_as_captured_while_adds_rewire_it(tmp_path: Path, room: str) -> None:
+    """The capture copies only the graph's arrays (into room made ahead when it still fits); the
+    vectors and ids are read while the file is written, after later adds have grown them and
+    rewired the neighbour lists of earlier vectors. The snapshot is still the index as captured,
+    to the byte, and searches it alike."""
     data = clustered(1_200, seed=5)
     index = faiss.IndexIDMap2(faiss.IndexHNSWFlat(DIMS, 8, faiss.METRIC_INNER_PRODUCT))
+    made = snapshots.graph_room(index, contextlib.nullcontext) if room == "outgrown" else None
     index.add_with_ids(data[:600], np.arange(600))
+    if room == "made ahead":
+        made = snapshots.graph_room(index, contextlib.nullcontext)
     as_captured = faiss.clone_index(index)
     records = {i: (("", f"v{i}"), "{}") for i in range(600)}
     captured = snapshots.capture(
@@ -151,7 +157,11 @@ def test_a_snapshot_holds_the_graph_as_captured_while_adds_rewire_it(tmp_path: P
         index=index,
         values=None,
         hnsw=True,
+        room=made,
     )
+    assert captured.graph is not None
+    shared = made is not None and np.shares_memory(captured.graph.neighbors, made[2])
+    assert shared is (room == "made ahead")  # outgrown room is left for a fresh copy
     index.add_with_ids(data[600:], np.arange(600, 1_200))  # grows the storage and rewires the graph
     assert any(not np.array_equal(a, b) for a, b in zip(_graph_arrays(index), _graph_arrays(as_captured), strict=True))
     path = tmp_path / "snapshot.bin"

@@ -557,6 +557,9 @@ class FaissIndex:
         """Write the state atomically and drop the log it covers; False if nothing to do.
         Writes wait only for the capture (see `faiss_snapshot`), not for the O(N) rest."""
         with self._snapshotting:
+            room = None
+            if self.spec.index_type is IndexType.HNSW and self._log is not None and self._log.entries:
+                room = snapshots.graph_room(self._index, self._rw.read)
             with self._writer, self._applier:
                 if self.closed or self._log is None or not self._log.entries:
                     return False
@@ -573,6 +576,7 @@ class FaissIndex:
                     index=self._index,
                     values=None if self._raw is None else self._values_of(self._raw.capture()),
                     hnsw=self.spec.index_type is IndexType.HNSW,
+                    room=room,
                 )
                 self._log.rotate(self.last_mutation_id + 1)
                 self._log.reset_counters()

@@ -81,20 +81,45 @@ class Graph:
     max_level: int
 
 
-def _copied(vector: Any, dtype: Any) -> np.ndarray:
-    size = vector.size()
-    return faiss.rev_swig_ptr(vector.data(), size).copy() if size else np.empty(0, dtype=dtype)
+_GRAPH_ARRAYS = (("levels", np.int32), ("offsets", np.uint64), ("neighbors", np.int32))
+GraphRoom = tuple[np.ndarray, ...]
 
 
-def _graph(index: Any) -> Graph:
+def graph_room(index: Any, read_lock: Callable[[], AbstractContextManager[Any]]) -> GraphRoom:
+    """Arrays for an HNSW graph's arrays as they are now and some more, written through so that
+    their memory is in place: made before writes stop for the capture, so that the capture
+    copies into memory already faulted in (fresh memory faults in at 1.3-1.7 GB/s here, and a
+    graph past glibc's largest heap block is fresh memory every time: ~85 ms for 1M vectors at
+    M=16, against ~15 ms into memory in place). Only the sizes are read under the lock."""
     hnsw: Any = faiss.downcast_index(index.index).hnsw  # type: ignore[attr-defined]
-    return Graph(
-        levels=_copied(hnsw.levels, np.int32),
-        offsets=_copied(hnsw.offsets, np.uint64),
-        neighbors=_copied(hnsw.neighbors, np.int32),
-        entry_point=hnsw.entry_point,
-        max_level=hnsw.max_level,
+    with read_lock():
+        sizes = [getattr(hnsw, name).size() for name, _ in _GRAPH_ARRAYS]
+    room = []
+    for size, (_, dtype) in zip(sizes, _GRAPH_ARRAYS, strict=True):
+        array = np.empty(size + size // 8 + 4096, dtype=dtype)  # adds may come before the capture
+        array.fill(0)
+        room.append(array)
+    return tuple(room)
+
+
+def _copied(vector: Any, dtype: Any, room: np.ndarray | None) -> np.ndarray:
+    size = vector.size()
+    if not size:
+        return np.empty(0, dtype=dtype)
+    source = faiss.rev_swig_ptr(vector.data(), size)
+    if room is None or len(room) < size:
+        return source.copy()
+    np.copyto(room[:size], source)
+    return room[:size]
+
+
+def _graph(index: Any, room: GraphRoom | None = None) -> Graph:
+    hnsw: Any = faiss.downcast_index(index.index).hnsw  # type: ignore[attr-defined]
+    levels, offsets, neighbors = (
+        _copied(getattr(hnsw, name), dtype, None if room is None else room[i])
+        for i, (name, dtype) in enumerate(_GRAPH_ARRAYS)
     )
+    return Graph(levels, offsets, neighbors, entry_point=hnsw.entry_point, max_level=hnsw.max_level)
 
 
 def capture(
@@ -107,8 +132,9 @@ def capture(
     index: Any,
     values: Callable[[np.ndarray], np.ndarray] | None,
     hnsw: bool,
+    room: GraphRoom | None = None,
 ) -> Capture:
-    """The cheap part, run while writes wait."""
+    """The cheap part, run while writes wait (`room`: see `graph_room`)."""
     return Capture(
         mutation_id=mutation_id,
         next_id=next_id,
@@ -118,7 +144,7 @@ def capture(
         dead=sorted(dead) if hnsw else [],  # a rebuilt flat index holds no tombstones
         index=index,
         ntotal=index.ntotal,
-        graph=_graph(index) if hnsw else None,
+        graph=_graph(index, room) if hnsw else None,
     )
 
 
