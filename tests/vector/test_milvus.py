@@ -112,3 +112,30 @@ def test_a_collection_with_the_first_key_layout_keeps_working(
     with open_vector(backend="milvus", milvus_uri=milvus_uri) as stub:
         for index in ("layout-one", "layout-two"):
             stub.DeleteIndex(pb.DeleteIndexRequest(name=index))
+
+
+def test_cosine_vectors_whose_norm_milvus_cannot_compute_are_refused(
+    open_vector: Callable[..., Any], milvus_uri: str
+) -> None:
+    """Milvus computes cosine norms in float32, and a vector past that range scored ~0 against
+    itself; the backend refuses it, naming it, and writes nothing (FAISS scores it: test_cosine_norms)."""
+    with open_vector(backend="milvus", milvus_uri=milvus_uri) as stub:
+        stub.CreateIndex(pb.CreateIndexRequest(name="norms", dimensions=4, metric=pb.METRIC_COSINE))
+        for values in ([3e38, -3e38, 1, 0], [1e-30, 0, 0, -1e-30]):
+            batch = [vec("fine", [1, 2, 3, 4]), vec("extreme", values)]
+            rpc_error(
+                lambda batch=batch: stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="norms", vectors=batch)),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "'extreme'",
+                "float32",
+            )
+            rpc_error(
+                lambda values=values: stub.Query(pb.QueryRequest(index_name="norms", vector=values, top_k=1)),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "query",
+            )
+        assert stub.GetIndex(pb.GetIndexRequest(name="norms")).index.vector_count == 0
+        stub.UpsertVectors(pb.UpsertVectorsRequest(index_name="norms", vectors=[vec("fine", [1e-10, 2e-10, 0, 0])]))
+        match = stub.Query(pb.QueryRequest(index_name="norms", vector=[1, 2, 0, 0], top_k=1)).matches[0]
+        assert (match.id, round(match.score, 4)) == ("fine", 1.0)
+        stub.DeleteIndex(pb.DeleteIndexRequest(name="norms"))

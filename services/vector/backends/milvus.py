@@ -29,7 +29,14 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from services.runtime.errors import AlreadyExists, FailedPrecondition, NotFound, StrataError, Unavailable
+from services.runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    StrataError,
+    Unavailable,
+)
 from services.vector.backends import milvus_expr
 from services.vector.backends.faiss_storage import spec_from_json, spec_to_json
 from services.vector.config import VectorSettings
@@ -55,6 +62,30 @@ logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 CATALOG = "strata_vector_indexes"
 MAX_QUERY_WINDOW = 16_384  # Milvus caps offset + limit of one query
 _METRICS = {Metric.COSINE: "COSINE", Metric.EUCLIDEAN: "L2", Metric.DOT_PRODUCT: "IP"}
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _check_cosine_norms(spec: IndexSpec, values: np.ndarray, ids: list[str] | None) -> None:
+    """Milvus computes cosine norms in float32: a vector whose squared norm overflows (components
+    past ~1e19) or underflows (all under ~1e-19) would score ~0 against everything, itself
+    included. Refused, naming the vector (`ids`; None for a query), rather than stored or searched
+    and mis-scored (FAISS scores them)."""
+    if spec.metric is not Metric.COSINE:
+        return
+    squares = np.einsum("ij,ij->i", values, values)
+    outside = ~((squares >= _TINY) & (squares < np.inf))
+    if not outside.any():
+        return
+    row = int(np.argmax(outside))
+    what = "the query vector" if ids is None else f"vector {ids[row]!r}"
+    raise InvalidArgument(
+        f"{what} has a norm Milvus cannot compute cosine with in float32 (its squared norm must lie "
+        "between ~1.2e-38 and ~3.4e38): scale it, or use the FAISS backend",
+        reason="NORM_OUT_OF_RANGE",
+        metadata={} if ids is None else {"id": ids[row]},
+    )
+
+
 _RECORD_FIELDS = ["ns", "vid", "vector", "metadata"]
 
 T = TypeVar("T")
@@ -290,6 +321,7 @@ class MilvusBackend:
     async def write(self, name: str, batch: VectorBatch, *, replace: bool) -> WriteResult:
         async with self._lock(name):
             spec = self._spec(name)
+            _check_cosine_norms(spec, batch.values, [key.id for key in batch.keys])
             skipped: list[VectorKey] = []
             rows = range(len(batch.keys))
             if not replace:
@@ -353,6 +385,7 @@ class MilvusBackend:
         include_metadata: bool,
     ) -> list[Match]:
         spec = self._spec(name)
+        _check_cosine_norms(spec, vector.reshape(1, -1), None)
         expr = milvus_expr.combine("" if where is None else milvus_expr.render(where), _namespace_expr(namespace))
         fields = _output_fields(include_values, include_metadata)
         params: dict[str, Any] = {"metric_type": _METRICS[spec.metric]}
