@@ -4,12 +4,10 @@ is refused rather than read as a key."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from services.runtime import page_tokens
 from services.runtime.errors import InvalidArgument
 
 T = TypeVar("T")
@@ -27,9 +25,7 @@ def page_limit(page_size: int) -> int:
 def split_page(records: Sequence[T], limit: int, key: Callable[[T], str], listing: str) -> tuple[list[T], str]:
     """`records` were fetched with limit + 1: the page, and the next token ("" on the last page)."""
     if len(records) > limit:
-        last = key(records[limit - 1])
-        text = json.dumps([listing, last], separators=(",", ":"))
-        return list(records[:limit]), base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+        return list(records[:limit]), page_tokens.encode([listing, key(records[limit - 1])])
     return list(records), ""
 
 
@@ -39,8 +35,8 @@ def after_key(page_token: str, listing: str) -> str:
     if not page_token:
         return ""
     try:
-        decoded = json.loads(base64.urlsafe_b64decode(page_token + "=" * (-len(page_token) % 4)))
-    except (binascii.Error, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        decoded = page_tokens.decode(page_token)
+    except ValueError as exc:
         raise _bad_token(page_token, listing) from exc
     if not (isinstance(decoded, list) and len(decoded) == 2 and decoded[0] == listing and isinstance(decoded[1], str)):
         raise _bad_token(page_token, listing)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-
+from services.runtime import page_tokens
 from services.runtime.errors import InvalidArgument
 
 MAX_PAGE_SIZE = 1000
@@ -21,8 +18,7 @@ def page_size(requested: int) -> int:
 
 
 def encode(kind: str, position: str, skip_prefix: str = "") -> str:
-    body = json.dumps({"k": kind, "after": position, "skip": skip_prefix}, ensure_ascii=False).encode()
-    return base64.urlsafe_b64encode(body).decode().rstrip("=")
+    return page_tokens.encode({"k": kind, "after": position, "skip": skip_prefix})
 
 
 def decode(kind: str, token: str) -> tuple[str, str]:
@@ -30,11 +26,11 @@ def decode(kind: str, token: str) -> tuple[str, str]:
     if not token:
         return "", ""
     try:
-        body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        body = page_tokens.decode(token)
         if body["k"] != kind or not isinstance(body["after"], str) or not isinstance(body["skip"], str):
             raise ValueError(kind)
         return body["after"], body["skip"]
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError):
         raise InvalidArgument(
             f"page_token {token[:40]!r} is not a token this listing returned", reason="INVALID_PAGE_TOKEN"
         ) from None

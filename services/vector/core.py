@@ -3,9 +3,6 @@ engine happens here, so a backend only ever sees well-formed requests."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 import time
 from collections.abc import Sequence
@@ -14,6 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from services.runtime import page_tokens
 from services.runtime.errors import InvalidArgument
 from services.vector import filters
 from services.vector.backends.base import VectorBackend
@@ -96,14 +94,10 @@ def _key(vid: str, namespace: str) -> VectorKey:
     return make_key((namespace, vid))
 
 
-def _encode_token(payload: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
 def _decode_token(token: str) -> Any:
     try:
-        return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        return page_tokens.decode(token)
+    except ValueError as exc:
         raise InvalidArgument(
             f"page token {token[:40]!r} is not one this service issued", reason="INVALID_PAGE_TOKEN"
         ) from exc
@@ -174,7 +168,7 @@ class VectorCore:
         every = await self.backend.list_indexes()
         rest = [info for info in every if info.spec.name > after]
         page = rest[:limit]
-        token = _encode_token(page[-1].spec.name) if len(rest) > limit else ""
+        token = page_tokens.encode(page[-1].spec.name) if len(rest) > limit else ""
         return page, token
 
     async def delete_index(self, name: str) -> None:
@@ -397,5 +391,5 @@ class VectorCore:
             include_values=include_values,
             include_metadata=include_metadata,
         )
-        token = "" if page.next_after is None else _encode_token([page.next_after.namespace, page.next_after.id])
+        token = "" if page.next_after is None else page_tokens.encode([page.next_after.namespace, page.next_after.id])
         return page.records, token

@@ -113,3 +113,14 @@ class Page:
     records: list[VectorRecord]
     # The key after which the next page starts; None on the last page.
     next_after: VectorKey | None
+
+
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def norms_outside_float32(values: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    """Rows whose squared norm float32 cannot hold: past ~3.4e38, or under its smallest normal
+    number (~1.2e-38). A cosine norm computed in float32, as FAISS and Milvus compute it, comes
+    out wrong for them."""
+    squares = np.einsum("ij,ij->i", values, values)
+    return ~((squares >= _FLOAT32_TINY) & (squares < np.inf))

@@ -58,6 +58,7 @@ from services.vector.model import (
     VectorRecord,
     WriteResult,
     make_key,
+    norms_outside_float32,
 )
 
 log = logging.getLogger("strata.vector.faiss")
@@ -166,9 +167,8 @@ def _normalised(values: Vector32) -> Vector32:
     subnormal (values under ~1e-19) came out unscaled, so cosine scores against them were
     wrong. Those few rows are scaled in float64, which holds every float32's square."""
     out = np.array(values, dtype=np.float32, copy=True)
-    squares = np.einsum("ij,ij->i", out, out)
+    outside = norms_outside_float32(out)
     faiss.normalize_L2(out)
-    outside = ~((squares >= np.finfo(np.float32).tiny) & (squares < np.inf))
     if outside.any():
         rows = np.asarray(values)[outside].astype(np.float64)
         norms = np.linalg.norm(rows, axis=1, keepdims=True)

@@ -53,6 +53,7 @@ from services.vector.model import (
     VectorKey,
     VectorRecord,
     WriteResult,
+    norms_outside_float32,
 )
 
 log = logging.getLogger("strata.vector.milvus")
@@ -62,7 +63,6 @@ logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 CATALOG = "strata_vector_indexes"
 MAX_QUERY_WINDOW = 16_384  # Milvus caps offset + limit of one query
 _METRICS = {Metric.COSINE: "COSINE", Metric.EUCLIDEAN: "L2", Metric.DOT_PRODUCT: "IP"}
-_TINY = float(np.finfo(np.float32).tiny)
 
 
 def _check_cosine_norms(spec: IndexSpec, values: np.ndarray, ids: list[str] | None) -> None:
@@ -72,8 +72,7 @@ def _check_cosine_norms(spec: IndexSpec, values: np.ndarray, ids: list[str] | No
     and mis-scored (FAISS scores them)."""
     if spec.metric is not Metric.COSINE:
         return
-    squares = np.einsum("ij,ij->i", values, values)
-    outside = ~((squares >= _TINY) & (squares < np.inf))
+    outside = norms_outside_float32(values)
     if not outside.any():
         return
     row = int(np.argmax(outside))
