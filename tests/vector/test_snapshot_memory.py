@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +15,16 @@ from services.vector.model import HnswParams, IndexSpec, IndexType, Metric, Vect
 DIMS = 1024
 BATCH = 4096
 BATCHES = 8  # 128 MiB of vectors
+
+
+def _in_a_fresh_process(check: str, tmp_path: Path) -> None:
+    """Run `check(tmp_path)` in an interpreter of its own: the peak it reads is then the
+    snapshot's, not the suite's (whose servers, threads and heap share this process)."""
+    code = f"from pathlib import Path; from tests.vector import test_snapshot_memory as t; t.{check}(Path({str(tmp_path)!r}))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def _resident(field: str) -> int:
@@ -29,6 +40,18 @@ def test_a_snapshot_holds_no_second_copy_of_the_vectors(tmp_path: Path, metric: 
     """Before, a flat index's snapshot gathered every stored vector into one array and then
     picked the live ones into another (twice the index, briefly); a cosine index gathered every
     value the callers sent. Now the peak rise is one step of rows."""
+    _in_a_fresh_process(f"check_flat_{metric.name.lower()}", tmp_path)
+
+
+def check_flat_euclidean(tmp_path: Path) -> None:
+    _check_flat(tmp_path, Metric.EUCLIDEAN)
+
+
+def check_flat_cosine(tmp_path: Path) -> None:
+    _check_flat(tmp_path, Metric.COSINE)
+
+
+def _check_flat(tmp_path: Path, metric: Metric) -> None:
     spec = IndexSpec("docs", DIMS, metric)
     index = FaissIndex(spec, tmp_path)
     index.load()
@@ -53,7 +76,13 @@ def test_a_snapshot_holds_no_second_copy_of_the_vectors(tmp_path: Path, metric: 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads peak memory from /proc/self")
 def test_an_hnsw_snapshot_is_written_and_read_without_a_copy_in_bytes(tmp_path: Path) -> None:
     """FAISS writes the index into the file and reads it back from it in pieces: no serialised
-    copy of it all (which took the peak to ~3x the index on both sides)."""
+    copy of it all (which took the peak to ~3x the index on both sides). The captured index's
+    storage is sized once, not grown by doubling as its rows are added (which held up to 1.5x
+    the vectors at a growth)."""
+    _in_a_fresh_process("check_hnsw", tmp_path)
+
+
+def check_hnsw(tmp_path: Path) -> None:
     spec = IndexSpec("docs", DIMS, Metric.EUCLIDEAN, IndexType.HNSW, HnswParams(16, 40, 64))
     index = FaissIndex(spec, tmp_path)
     index.load()
@@ -67,7 +96,7 @@ def test_an_hnsw_snapshot_is_written_and_read_without_a_copy_in_bytes(tmp_path: 
     Path("/proc/self/clear_refs").write_text("5")
     before = _resident("VmRSS")
     assert index.snapshot()
-    assert _resident("VmHWM") - before < 1.5 * size  # the captured index it writes, once
+    assert _resident("VmHWM") - before < 1.25 * size  # the captured index it writes, once
     index.close()
     Path("/proc/self/clear_refs").write_text("5")
     before = _resident("VmRSS")

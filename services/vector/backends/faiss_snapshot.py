@@ -50,7 +50,9 @@ READABLE_FORMATS = (1, 2, 3, 4, 5)
 ROWS_PER_STEP = 4096
 # Pieces of the file, each pickled in a few milliseconds.
 RECORDS_PER_PIECE = 2000
-BYTES_PER_PIECE = 8 * 1024 * 1024
+# Bytes per write of values, and per bytes object FAISS hands over (or takes) for the HNSW
+# index: each is a transient copy, so it is kept small beside the index.
+BYTES_PER_PIECE = 1024 * 1024
 # The header's "index" when (format 5) the FAISS index follows the records as FAISS writes it.
 STREAMED = -1
 
@@ -289,9 +291,19 @@ def _hnsw_index(snap: Capture, graph: Graph, read_lock: Callable[[], AbstractCon
     inner: Any = faiss.IndexHNSWFlat(snap.index.d, live.hnsw.nb_neighbors(1), live.metric_type)
     wrapped = faiss.IndexIDMap2(inner)  # it must wrap an empty index
     storage = faiss.downcast_index(inner.storage)
-    _read_rows(
-        faiss.downcast_index(live.storage), snap.index.d, snap.ntotal, read_lock, lambda _, step: storage.add(step)
-    )
+    # Sized once and filled in place: adding step by step would grow the storage by doubling,
+    # holding the old and the new buffer (up to 1.5x the vectors) at each growth.
+    storage.codes.resize(snap.ntotal * storage.code_size)
+    storage.ntotal = snap.ntotal
+    if snap.ntotal:
+        copy = faiss.rev_swig_ptr(storage.get_xb(), snap.ntotal * snap.index.d).reshape(snap.ntotal, snap.index.d)
+        _read_rows(
+            faiss.downcast_index(live.storage),
+            snap.index.d,
+            snap.ntotal,
+            read_lock,
+            lambda start, step: np.copyto(copy[start : start + len(step)], step),
+        )
     hnsw: Any = inner.hnsw
     for name in ("assign_probas", "cum_nneighbor_per_level"):  # fixed when the index was made
         faiss.copy_array_to_vector(faiss.vector_to_array(getattr(live.hnsw, name)), getattr(hnsw, name))
