@@ -20,9 +20,14 @@ BATCHES = 8  # 128 MiB of vectors
 def _in_a_fresh_process(check: str, tmp_path: Path) -> None:
     """Run `check(tmp_path)` in an interpreter of its own: the peak it reads is then the
     snapshot's, not the suite's (whose servers, threads and heap share this process)."""
-    code = f"from pathlib import Path; from tests.vector import test_snapshot_memory as t; t.{check}(Path({str(tmp_path)!r}))"
+    code = "import sys, pathlib; from tests.vector import test_snapshot_memory as t; "
+    code += "getattr(t, sys.argv[1])(pathlib.Path(sys.argv[2]))"
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, check, str(tmp_path)],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
 
