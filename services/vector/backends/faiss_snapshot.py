@@ -290,7 +290,7 @@ def _hnsw_index(snap: Capture, graph: Graph, read_lock: Callable[[], AbstractCon
     live: Any = faiss.downcast_index(snap.index.index)
     inner: Any = faiss.IndexHNSWFlat(snap.index.d, live.hnsw.nb_neighbors(1), live.metric_type)
     wrapped = faiss.IndexIDMap2(inner)  # it must wrap an empty index
-    storage = faiss.downcast_index(inner.storage)
+    storage: Any = faiss.downcast_index(inner.storage)
     # Sized once and filled in place: adding step by step would grow the storage by doubling,
     # holding the old and the new buffer (up to 1.5x the vectors) at each growth.
     storage.codes.resize(snap.ntotal * storage.code_size)
