@@ -15,9 +15,15 @@ from services.runtime.limits import raise_open_file_limit
 from tests.support.servers import REPO_ROOT, free_port, wait_serving
 
 
-def _lowered() -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+def _lowered(*argv: str) -> list[str]:
+    """A command running `argv` with the soft limit lowered to 256. A launcher sets it and
+    execs: `preexec_fn` runs Python in a child forked from this multi-threaded process, which
+    can deadlock there (a lock held by another thread at the fork) before the exec."""
+    launcher = (
+        "import os, resource, sys; r = resource.RLIMIT_NOFILE; "
+        "resource.setrlimit(r, (256, resource.getrlimit(r)[1])); os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", launcher, *argv]
 
 
 def test_the_soft_limit_is_raised_to_the_hard_one() -> None:
@@ -26,7 +32,7 @@ def test_the_soft_limit_is_raised_to_the_hard_one() -> None:
         "print(r(), *x.getrlimit(x.RLIMIT_NOFILE))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], preexec_fn=_lowered, cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        _lowered(sys.executable, "-c", code), cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     now, soft, hard = (int(part) for part in out.stdout.split())
     assert now == soft > 256
@@ -41,9 +47,8 @@ def test_a_service_starts_with_the_raised_limit(tmp_path: Path) -> None:
     env.update(PYTHONPATH=str(REPO_ROOT), STRATA_DATA_DIR=str(tmp_path), STRATA_VECTOR_LISTEN=address)
     with open(tmp_path / "server.log", "wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "services.vector"],
+            _lowered(sys.executable, "-m", "services.vector"),
             env=env,
-            preexec_fn=_lowered,
             cwd=REPO_ROOT,
             stdout=log,
             stderr=log,
