@@ -18,6 +18,7 @@ from services.vector.backends import faiss_memory
 from services.vector.backends.faiss_index import FaissIndex, SearchRequest
 from services.vector.backends.faiss_memory import Capacity, _mapped_size, _pointers, _storage, _stored_vectors
 from services.vector.model import HnswParams, IndexSpec, IndexType, Metric, VectorBatch, keys_in
+from tests.support.fresh_process import run_in_fresh_process
 
 DIMS = 16
 
@@ -101,7 +102,11 @@ def _resident(field: str) -> int:
 def test_a_large_storage_grows_without_copying_its_vectors() -> None:
     """glibc keeps a block this large in a mapping of its own and moves it with mremap: growing
     a 128 MiB storage never has a second copy of it resident (FAISS's own growth copies all of it
-    into a new buffer, so the peak is the storage twice)."""
+    into a new buffer, so the peak is the storage twice). Measured in an interpreter of its own."""
+    run_in_fresh_process(check_large_growth)
+
+
+def check_large_growth() -> None:
     rows = 128 * 1024 * 1024 // (4 * 4096)
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(4096))
     index.add_with_ids(np.ones((rows, 4096), np.float32), np.arange(rows))  # one add: no room left

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,25 +10,11 @@ import pytest
 
 from services.vector.backends.faiss_index import FaissIndex, SearchRequest
 from services.vector.model import HnswParams, IndexSpec, IndexType, Metric, VectorBatch, keys_in
+from tests.support.fresh_process import run_in_fresh_process
 
 DIMS = 1024
 BATCH = 4096
 BATCHES = 8  # 128 MiB of vectors
-
-
-def _in_a_fresh_process(check: str, tmp_path: Path) -> None:
-    """Run `check(tmp_path)` in an interpreter of its own: the peak it reads is then the
-    snapshot's, not the suite's (whose servers, threads and heap share this process)."""
-    code = "import sys, pathlib; from tests.vector import test_snapshot_memory as t; "
-    code += "getattr(t, sys.argv[1])(pathlib.Path(sys.argv[2]))"
-    done = subprocess.run(
-        [sys.executable, "-c", code, check, str(tmp_path)],
-        cwd=Path(__file__).parents[2],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 def _resident(field: str) -> int:
@@ -45,18 +30,11 @@ def test_a_snapshot_holds_no_second_copy_of_the_vectors(tmp_path: Path, metric: 
     """Before, a flat index's snapshot gathered every stored vector into one array and then
     picked the live ones into another (twice the index, briefly); a cosine index gathered every
     value the callers sent. Now the peak rise is one step of rows."""
-    _in_a_fresh_process(f"check_flat_{metric.name.lower()}", tmp_path)
+    run_in_fresh_process(check_flat, str(tmp_path), metric.value)
 
 
-def check_flat_euclidean(tmp_path: Path) -> None:
-    _check_flat(tmp_path, Metric.EUCLIDEAN)
-
-
-def check_flat_cosine(tmp_path: Path) -> None:
-    _check_flat(tmp_path, Metric.COSINE)
-
-
-def _check_flat(tmp_path: Path, metric: Metric) -> None:
+def check_flat(directory: str, metric_value: str) -> None:
+    tmp_path, metric = Path(directory), Metric(metric_value)
     spec = IndexSpec("docs", DIMS, metric)
     index = FaissIndex(spec, tmp_path)
     index.load()
@@ -84,10 +62,11 @@ def test_an_hnsw_snapshot_is_written_and_read_without_a_copy_in_bytes(tmp_path: 
     copy of it all (which took the peak to ~3x the index on both sides). The captured index's
     storage is sized once, not grown by doubling as its rows are added (which held up to 1.5x
     the vectors at a growth)."""
-    _in_a_fresh_process("check_hnsw", tmp_path)
+    run_in_fresh_process(check_hnsw, str(tmp_path))
 
 
-def check_hnsw(tmp_path: Path) -> None:
+def check_hnsw(directory: str) -> None:
+    tmp_path = Path(directory)
     spec = IndexSpec("docs", DIMS, Metric.EUCLIDEAN, IndexType.HNSW, HnswParams(16, 40, 64))
     index = FaissIndex(spec, tmp_path)
     index.load()
