@@ -31,6 +31,7 @@ import grpc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import machine  # noqa: E402
 from bench.runtime_baseline import serve_on_runtime, start_baseline_process  # noqa: E402
 from strata.blob.v1 import blob_pb2, blob_pb2_grpc  # noqa: E402
 from tests.support.servers import free_port, wait_serving  # noqa: E402
@@ -337,6 +338,7 @@ def main() -> None:
 
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     print(f"blob benchmark ({'quick' if quick else 'full'}; {os.cpu_count()} CPUs; numbers are noisy on a loaded box)")
+    print(machine.describe(), flush=True)
     for row in rows:
         print("  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)))
 

@@ -50,6 +50,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import machine  # noqa: E402
 from bench.runtime_baseline import serve_on_runtime, start_baseline_process  # noqa: E402
 from strata.vector.v1 import vector_pb2 as pb  # noqa: E402
 from strata.vector.v1 import vector_pb2_grpc  # noqa: E402
@@ -419,7 +420,8 @@ def main() -> None:
     log_entries = 500 if quick else 10_000
     faiss.omp_set_num_threads(1)
     print(f"vector benchmark ({'quick' if quick else 'full'}; {n} x {DIMS} cosine, clustered; {os.cpu_count()} CPUs;")
-    print("numbers are noisy when the machine is shared)", flush=True)
+    print("numbers are noisy when the machine is shared)")
+    print(machine.describe(), flush=True)
     data = clustered(n, seed=2)
     queries = clustered(n_queries, seed=3)
     report = Report()

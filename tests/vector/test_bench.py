@@ -41,6 +41,7 @@ def test_quick_benchmark_prints_every_figure() -> None:
         "HNSW recall@10 vs exact",
         "HNSW query p50",
         "restart to SERVING",
+        "fresh memory: first touch",
     ):
         assert figure in stdout, figure
 
