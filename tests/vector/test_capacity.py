@@ -18,7 +18,7 @@ from services.vector.backends import faiss_memory
 from services.vector.backends.faiss_index import FaissIndex, SearchRequest
 from services.vector.backends.faiss_memory import Capacity, _mapped_size, _pointers, _storage, _stored_vectors
 from services.vector.model import HnswParams, IndexSpec, IndexType, Metric, VectorBatch, keys_in
-from tests.support.fresh_process import run_in_fresh_process
+from tests.support.process_readings import process_memory, reset_peak_memory, run_in_fresh_process
 
 DIMS = 16
 
@@ -87,17 +87,6 @@ def test_an_empty_storage_gets_room_for_exactly_the_first_add() -> None:
     assert index.ntotal == 10 and np.array_equal(index.reconstruct(3), np.ones(DIMS, np.float32))
 
 
-def _peak_resident_reset() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-
-
-def _resident(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(field)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self and relies on mremap")
 def test_a_large_storage_grows_without_copying_its_vectors() -> None:
     """glibc keeps a block this large in a mapping of its own and moves it with mremap: growing
@@ -111,11 +100,11 @@ def check_large_growth() -> None:
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(4096))
     index.add_with_ids(np.ones((rows, 4096), np.float32), np.arange(rows))  # one add: no room left
     assert _room(index) == rows * 4096 * 4
-    _peak_resident_reset()
-    before = _resident("VmRSS")
+    reset_peak_memory()
+    before = process_memory("VmRSS")
     Capacity().reserve(index, 1, Exclusive())
     assert _room(index) == _mapped_size(2 * rows * 4096 * 4)
-    assert _resident("VmHWM") - before < 64 * 1024 * 1024  # the room ahead it faults in, at most 32 MiB
+    assert process_memory("VmHWM") - before < 64 * 1024 * 1024  # the room ahead it faults in, at most 32 MiB
     index.add_with_ids(np.full((1, 4096), 2, np.float32), np.array([rows]))
     assert np.array_equal(index.reconstruct(rows - 1), np.ones(4096, np.float32))
     assert np.array_equal(index.reconstruct(rows), np.full(4096, 2, np.float32))

@@ -20,7 +20,7 @@ from services.vector.backends.faiss_records import parsed, text_of
 from services.vector.model import IndexSpec, Metric, VectorBatch, VectorKey, keys_in
 from strata.vector.v1 import vector_pb2 as pb
 from tests.contract.vector.helpers import as_dict, struct
-from tests.support.fresh_process import run_in_fresh_process
+from tests.support.process_readings import run_in_fresh_process
 
 DIMS = 4
 

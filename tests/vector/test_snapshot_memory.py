@@ -10,18 +10,11 @@ import pytest
 
 from services.vector.backends.faiss_index import FaissIndex, SearchRequest
 from services.vector.model import HnswParams, IndexSpec, IndexType, Metric, VectorBatch, keys_in
-from tests.support.fresh_process import run_in_fresh_process
+from tests.support.process_readings import process_memory, reset_peak_memory, run_in_fresh_process
 
 DIMS = 1024
 BATCH = 4096
 BATCHES = 8  # 128 MiB of vectors
-
-
-def _resident(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {field} in /proc/self/status")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads peak memory from /proc/self")
@@ -44,10 +37,10 @@ def check_flat(directory: str, metric_value: str) -> None:
         values = rng.standard_normal((BATCH, DIMS)).astype(np.float32)
         index.write(VectorBatch(keys_in("", ids), values, [{}] * BATCH, ["{}"] * BATCH), True)
     last = values[-1].copy()
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    before = _resident("VmRSS")
+    reset_peak_memory()
+    before = process_memory("VmRSS")
     assert index.snapshot()
-    assert _resident("VmHWM") - before < 48 * 1024 * 1024  # the vectors are 128 MiB
+    assert process_memory("VmHWM") - before < 48 * 1024 * 1024  # the vectors are 128 MiB
     index.close()
     reopened = FaissIndex(spec, tmp_path)
     reopened.load()
@@ -77,16 +70,16 @@ def check_hnsw(directory: str) -> None:
         ids = [f"v{i}" for i in range(start, start + 2048)]
         index.write(VectorBatch(keys_in("", ids), values[start : start + 2048], [{}] * 2048, ["{}"] * 2048), True)
     size = values.nbytes
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _resident("VmRSS")
+    reset_peak_memory()
+    before = process_memory("VmRSS")
     assert index.snapshot()
-    assert _resident("VmHWM") - before < 1.25 * size  # the captured index it writes, once
+    assert process_memory("VmHWM") - before < 1.25 * size  # the captured index it writes, once
     index.close()
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _resident("VmRSS")
+    reset_peak_memory()
+    before = process_memory("VmRSS")
     reopened = FaissIndex(spec, tmp_path)
     reopened.load()
-    assert _resident("VmHWM") - before < 1.5 * size  # the index it reads, once
+    assert process_memory("VmHWM") - before < 1.5 * size  # the index it reads, once
     found = reopened.search_many([SearchRequest(values[123], 1, True, False)])[0]
     assert [match.key.id for match in found] == ["v123"] and np.array_equal(found[0].values, values[123])
     reopened.close()

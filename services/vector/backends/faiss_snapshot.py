@@ -241,20 +241,15 @@ def _stored_ids(index: Any, ntotal: int, read_lock: Callable[[], AbstractContext
         return faiss.rev_swig_ptr(index.id_map.data(), ntotal).copy() if ntotal else np.empty(0, np.int64)
 
 
-def _read_rows(
-    flat: Any,
-    dimensions: int,
-    ntotal: int,
-    read_lock: Callable[[], AbstractContextManager[Any]],
-    take: Callable[[int, np.ndarray], object],
-) -> None:
-    """Hand the first `ntotal` vectors a flat index (or an HNSW index's storage) holds to `take`
-    (first row, rows), a step at a time, each under the read lock: `take` must copy what it keeps."""
+def _copy_rows(flat: Any, read_lock: Callable[[], AbstractContextManager[Any]], out: np.ndarray) -> None:
+    """Copy the first len(out) vectors a flat index (or an HNSW index's storage) holds into
+    `out`, a step at a time, each under the read lock."""
+    ntotal, dimensions = out.shape
     for start in range(0, ntotal, ROWS_PER_STEP):
         stop = min(start + ROWS_PER_STEP, ntotal)
         with read_lock():  # re-read the address each step: an append may have moved the storage
             stored = faiss.rev_swig_ptr(flat.get_xb(), ntotal * dimensions).reshape(ntotal, dimensions)
-            take(start, stored[start:stop])
+            out[start:stop] = stored[start:stop]
 
 
 def _flat_rows(
@@ -297,13 +292,7 @@ def _hnsw_index(snap: Capture, graph: Graph, read_lock: Callable[[], AbstractCon
     storage.ntotal = snap.ntotal
     if snap.ntotal:
         copy = faiss.rev_swig_ptr(storage.get_xb(), snap.ntotal * snap.index.d).reshape(snap.ntotal, snap.index.d)
-        _read_rows(
-            faiss.downcast_index(live.storage),
-            snap.index.d,
-            snap.ntotal,
-            read_lock,
-            lambda start, step: np.copyto(copy[start : start + len(step)], step),
-        )
+        _copy_rows(faiss.downcast_index(live.storage), read_lock, copy)
     hnsw: Any = inner.hnsw
     for name in ("assign_probas", "cum_nneighbor_per_level"):  # fixed when the index was made
         faiss.copy_array_to_vector(faiss.vector_to_array(getattr(live.hnsw, name)), getattr(hnsw, name))
