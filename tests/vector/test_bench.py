@@ -34,6 +34,7 @@ def test_quick_benchmark_prints_every_figure() -> None:
     for figure in (
         "upsert, batches of 1000 in columns",
         "gRPC alone",
+        "CPU per batch (ms)",
         "single query latency p50",
         "single query latency p99",
         "queries/s, 16 concurrent clients",
